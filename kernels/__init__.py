@@ -1,0 +1,16 @@
+"""rdistill.kernels: standalone compute kernels (torch and triton only; nothing of rdistill's).
+
+Each kernel module holds the public function, its pure-PyTorch twin (``impl="torch"``: the CPU path,
+the test oracle and the benchmark baseline) and the FLOP formulas of what it computes, so that the
+library's FLOP ledger can count every call without importing anything back from here.
+"""
+
+from .fused_linear_ce import fused_linear_cross_entropy, linear_ce_flops
+from .varlen_attention import varlen_attention, varlen_attention_flops
+
+__all__ = [
+    "fused_linear_cross_entropy",
+    "linear_ce_flops",
+    "varlen_attention",
+    "varlen_attention_flops",
+]

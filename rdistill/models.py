@@ -1,0 +1,146 @@
+"""Students: named presets, local checkpoints, and the forward pass on a PackedBatch.
+
+Training runs the Hugging Face decoder body (``model.model``) on one flat packed row with
+``attn_implementation="rdistill_varlen"``: an attention function registered with transformers'
+AttentionInterface that reads the batch's ``cu_seqlens`` and calls ``rdistill.kernels.varlen_attention``,
+so no token attends across a document boundary whatever transformers' own packing detection does.
+Because that name has no mask function registered, transformers builds no [T, T] mask at all.
+The LM head and loss are fused (``rdistill.kernels.fused_linear_cross_entropy``); only positions with
+a label are multiplied by the head. Generation switches the same model to ``sdpa`` with ordinary
+padding masks and a KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from rdistill.batch import IGNORE_INDEX, PackedBatch
+from rdistill.kernels import fused_linear_cross_entropy, varlen_attention
+
+ATTN_IMPL = "rdistill_varlen"
+
+
+@dataclass(frozen=True)
+class StudentPreset:
+    """A Qwen2-architecture student sized for CPU work. Parameter counts are for the built-in vocabulary."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    description: str
+
+
+PRESETS: dict[str, StudentPreset] = {
+    "tiny": StudentPreset(128, 4, 4, 2, 384, "~0.8M parameters; the default: a study in minutes on 2 cores"),
+    "small": StudentPreset(256, 6, 4, 2, 768, "~4.5M parameters"),
+    "base": StudentPreset(384, 8, 6, 2, 1152, "~14M parameters"),
+}
+
+
+def preset_config(name: str, vocab_size: int, *, max_position_embeddings: int = 4096, **tokens) -> PretrainedConfig:
+    """The transformers Qwen2Config of a preset, for a tokenizer of ``vocab_size`` tokens."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)} or pass a local path")
+    p = PRESETS[name]
+    fields = {k: v for k, v in asdict(p).items() if k != "description"}
+    return AutoConfig.for_model(
+        "qwen2",
+        vocab_size=vocab_size,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+        use_sliding_window=False,
+        **fields,
+        **tokens,
+    )
+
+
+def _varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """transformers attention function: [1, H, T, D] in, [1, T, H, D] out, per-document causal."""
+    cu_seqlens = kwargs.get("cu_seqlens")
+    if cu_seqlens is None:
+        raise RuntimeError(
+            f"{ATTN_IMPL} attention needs cu_seqlens and max_seqlen from a PackedBatch; "
+            "call rdistill.models.packed_hidden_states, or switch the model to 'sdpa' for generation"
+        )
+    if query.shape[0] != 1:
+        raise ValueError(f"{ATTN_IMPL} expects one flat packed row (batch size 1), got {query.shape[0]}")
+    out = varlen_attention(
+        query[0].transpose(0, 1),
+        key[0].transpose(0, 1),
+        value[0].transpose(0, 1),
+        cu_seqlens,
+        kwargs["max_seqlen"],
+        causal=True,
+        softmax_scale=scaling,
+    )
+    return out.unsqueeze(0), None
+
+
+AttentionInterface.register(ATTN_IMPL, _varlen_attention_forward)
+
+
+def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, seed: int = 0) -> PreTrainedModel:
+    """A fresh student from a preset name, or a local checkpoint (config + weights) from a folder."""
+    torch.manual_seed(seed)
+    path = Path(model)
+    if model in PRESETS:
+        config = preset_config(model, vocab_size, **(tokens or {}))
+        net = AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+    elif path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+        has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+        if has_weights:
+            net = AutoModelForCausalLM.from_pretrained(path, attn_implementation=ATTN_IMPL, dtype=torch.float32)
+        else:
+            config = AutoConfig.from_pretrained(path)
+            net = AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+    else:
+        raise ValueError(
+            f"model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint folder"
+        )
+    if net.config.vocab_size < vocab_size:
+        raise ValueError(
+            f"the model's vocabulary ({net.config.vocab_size}) is smaller than the tokenizer's ({vocab_size}); "
+            "use the checkpoint's own tokenizer (--tokenizer PATH)"
+        )
+    return net
+
+
+def count_parameters(net: PreTrainedModel) -> dict[str, int]:
+    """Unique parameters, total and without the input embedding (tied heads are counted once)."""
+    seen, total = set(), 0
+    for p in net.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    emb = net.get_input_embeddings().weight.numel()
+    return {"total": total, "non_embedding": total - emb}
+
+
+def packed_hidden_states(net: PreTrainedModel, batch: PackedBatch) -> torch.Tensor:
+    """Final hidden states [T, d] of a packed batch, each document attending only to itself."""
+    out = net.model(
+        input_ids=batch.input_ids[None],
+        position_ids=batch.position_ids[None],
+        use_cache=False,
+        cu_seqlens=batch.cu_seqlens,
+        max_seqlen=batch.max_seqlen,
+    )
+    return out.last_hidden_state[0]
+
+
+def packed_loss_sum(net: PreTrainedModel, batch: PackedBatch) -> torch.Tensor:
+    """Sum of token cross-entropies over the batch's labelled positions (normalise outside)."""
+    hidden = packed_hidden_states(net, batch)
+    head = net.get_output_embeddings()
+    return fused_linear_cross_entropy(
+        hidden, head.weight, batch.labels, bias=head.bias, ignore_index=IGNORE_INDEX, reduction="sum"
+    )

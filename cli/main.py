@@ -1,7 +1,277 @@
-import typer
+"""`rdistill`: the command line. It parses, builds configs, calls the library and prints."""
 
-app = typer.Typer()
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Compute-matched reasoning distillation: train IFT and reasoning students to the same FLOP budget.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and check paired (prompt, ift, reasoning) data.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def _sci(x: float | int | None) -> str:
+    return "-" if x is None else f"{x:.3e}"
+
+
+class _ProgressHooks:
+    """Rich progress bars for a run: FLOPs (or samples) spent / budget, tokens/s, loss."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[spent]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = None
+        self.t0 = 0.0
+        self.tokens = 0
+        self.unit = "FLOPs"
+        self.budget = 1.0
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def arm_started(self, arm, budget, unit):
+        self.unit, self.budget = unit, float(budget)
+        self.t0, self.tokens = time.perf_counter(), 0
+        self.task = self.progress.add_task(f"train {arm}", total=1.0, spent="", rate="", loss="-")
+
+    def step(self, arm, rec, ledger):
+        self.tokens += rec.tokens
+        rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+        if self.unit == "FLOPs":
+            spent = f"{_sci(rec.budget_fraction * self.budget)} / {_sci(self.budget)} FLOPs"
+        else:
+            spent = f"{round(rec.budget_fraction * self.budget)} / {int(self.budget)} samples"
+        self.progress.update(
+            self.task, completed=min(rec.budget_fraction, 1.0), spent=spent, rate=f"{rate:,.0f} tok/s", loss=f"{rec.loss:.3f}"
+        )
+
+    def eval_started(self, arm, n):
+        self.task = self.progress.add_task(f"eval {arm}", total=n, spent=f"{n} prompts", rate="", loss="-")
+
+    def eval_progress(self, arm, done):
+        self.progress.advance(self.task, done)
+
+    def arm_finished(self, arm, result):
+        pass
+
+    def message(self, text):
+        self.progress.console.print(text)
+
+
+def _summary_table(results: dict) -> Table:
+    table = Table(title="rdistill results", show_lines=False)
+    for col in ("arm", "status", "steps", "samples", "train tokens", "exact FLOPs", "paper", "6ND", "accuracy"):
+        table.add_column(col, justify="right" if col not in ("arm", "status") else "left")
+    families = sorted({f for a in results["arms"] for f in (a.get("eval") or {}).get("by_family", {})})
+    for f in families:
+        table.add_column(f, justify="right")
+    table.add_column("out tok", justify="right")
+    table.add_column("inf FLOPs/q", justify="right")
+    for a in results["arms"]:
+        ev = a.get("eval") or {}
+        fl = a["flops"]
+        pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        table.add_row(
+            a["name"],
+            a.get("status", ""),
+            str(a.get("steps", "-")),
+            str(a.get("samples", "-")),
+            f"{a.get('train_tokens', 0):,}",
+            _sci(fl.get("exact")),
+            _sci(fl.get("paper")),
+            _sci(fl.get("six_nd")),
+            pct(ev.get("accuracy")),
+            *[pct(ev.get("by_family", {}).get(f)) for f in families],
+            "-" if ev.get("mean_output_tokens") is None else f"{ev['mean_output_tokens']:.1f}",
+            _sci((ev.get("inference_flops_per_query") or {}).get("exact")),
+        )
+    return table
+
+
+@app.command()
+def train(
+    budget: Annotated[Optional[float], typer.Option(help="FLOP budget per arm, e.g. 1e13. Each arm stops when its count reaches it.")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="The paper's mode instead of --budget: this many samples per arm, one epoch, FLOPs reported.")] = None,
+    budget_kind: Annotated[str, typer.Option(help="Which count the budget is compared with: exact (what the kernels do usefully), paper (its formula) or 6nd.")] = "exact",
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: ift, reasoning.")] = "ift,reasoning",
+    model: Annotated[str, typer.Option(help="Student preset (tiny, small, base; see `rdistill models`) or a local Hugging Face checkpoint folder.")] = "tiny",
+    tokenizer: Annotated[Optional[str], typer.Option(help="Local Hugging Face tokenizer folder. Default: the checkpoint's own, else the built-in one (for the synthetic data).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Paired data (jsonl, json, parquet or a saved HF dataset folder) with columns prompt, ift, reasoning. Default: the built-in synthetic teacher.")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Held-out paired data. Default with --data: a held-out slice of it (--eval-size rows, at most 10%).")] = None,
+    columns: Annotated[Optional[str], typer.Option(help="Column mapping, e.g. 'prompt=question,ift=short,reasoning=long'.")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(help="Skip (and count) malformed rows instead of stopping at the first.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder. Default: runs/<date>-<time>.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of every arm (a student trained from scratch wants ~1e-3; a pretrained one the paper's 1e-5).")] = 3e-3,
+    lr_ift: Annotated[Optional[float], typer.Option(help="Peak learning rate of the ift arm (default --lr).")] = None,
+    lr_reasoning: Annotated[Optional[float], typer.Option(help="Peak learning rate of the reasoning arm (default --lr).")] = None,
+    warmup: Annotated[float, typer.Option(help="Warmup, as a fraction of the budget.")] = 0.05,
+    decay: Annotated[float, typer.Option(help="Final linear decay to 10% of peak, as a fraction of the budget.")] = 0.3,
+    pack_tokens: Annotated[int, typer.Option(help="Tokens per packed row (documents never cross rows).")] = 4096,
+    packs_per_step: Annotated[int, typer.Option(help="Packed rows per optimizer step (gradient accumulation).")] = 1,
+    overflow: Annotated[str, typer.Option(help="Documents longer than --pack-tokens: error, truncate or drop.")] = "error",
+    difficulty: Annotated[int, typer.Option(help="Synthetic data difficulty, 1-5.")] = 2,
+    train_size: Annotated[int, typer.Option(help="Synthetic training examples.")] = 20000,
+    eval_size: Annotated[int, typer.Option(help="Held-out examples (synthetic, or sliced from --data).")] = 200,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Generation cap in evaluation. Default: 1.5x the longest teacher reasoning answer.")] = None,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip evaluation.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for data, initialisation and order; the same seed gives the same results.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
+) -> None:
+    """Train every arm to the same FLOP budget (or sample count), evaluate, and write a run folder."""
+    import torch
+
+    from rdistill.run import RunConfig, parse_arms, run
+    from rdistill.train import NonFiniteLoss, TrainSettings
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        arm_names = parse_arms(arms)
+        settings = TrainSettings(
+            budget_flops=budget,
+            budget_kind=budget_kind,
+            samples=samples,
+            pack_tokens=pack_tokens,
+            packs_per_step=packs_per_step,
+            warmup_frac=warmup,
+            decay_frac=decay,
+            overflow=overflow,
+            seed=seed,
+        )
+        from rdistill.data import parse_column_map
+
+        column_map = parse_column_map(columns) if columns else None
+    except ValueError as e:
+        _fail(str(e))
+    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            _fail(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+        shutil.rmtree(out)
+    arm_lr = {k: v for k, v in (("ift", lr_ift), ("reasoning", lr_reasoning)) if v is not None}
+    cfg = RunConfig(
+        out=str(out),
+        train=settings,
+        model=model,
+        tokenizer=tokenizer,
+        arms=arm_names,
+        lr=lr,
+        arm_lr=arm_lr,
+        data=str(data) if data else None,
+        eval_data=str(eval_data) if eval_data else None,
+        columns=column_map,
+        skip_bad_rows=skip_bad_rows,
+        synth_train=train_size,
+        synth_eval=eval_size,
+        difficulty=difficulty,
+        eval_size=eval_size,
+        max_new_tokens=max_new_tokens,
+        evaluate=not no_eval,
+        seed=seed,
+    )
+    console.print(f"run folder: [bold]{out}[/]")
+    try:
+        with _ProgressHooks() as hooks:
+            results = run(cfg, hooks)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: finished arms are kept in {out}/results.json")
+        raise typer.Exit(130)
+    except NonFiniteLoss as e:
+        _fail(f"{e} (run folder {out})")
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    Console().print(_summary_table(results))
+    console.print(f"results: {out}/results.json")
+
+
+@app.command()
+def models() -> None:
+    """List the student presets."""
+    from rdistill.models import PRESETS, build_student, count_parameters
+    from rdistill.tokenizer import builtin_tokenizer
+
+    vocab = len(builtin_tokenizer())
+    table = Table(title=f"student presets (built-in vocabulary of {vocab})")
+    for col in ("name", "layers", "hidden", "heads q/kv", "MLP", "parameters", "note"):
+        table.add_column(col)
+    for name, p in PRESETS.items():
+        n = count_parameters(build_student(name, vocab))["total"]
+        table.add_row(name, str(p.num_hidden_layers), str(p.hidden_size), f"{p.num_attention_heads}/{p.num_key_value_heads}",
+                      str(p.intermediate_size), f"{n:,}", p.description)
+    Console().print(table)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder for train.jsonl and eval.jsonl.")] = Path("data/synthetic"),
+    train_size: Annotated[int, typer.Option(help="Training examples.")] = 20000,
+    eval_size: Annotated[int, typer.Option(help="Held-out examples (no prompt shared with training).")] = 200,
+    difficulty: Annotated[int, typer.Option(help="1 (easy) to 5 (hard).")] = 2,
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 0,
+) -> None:
+    """Write the built-in synthetic teacher's data in the released schema (prompt, ift, reasoning)."""
+    from rdistill.data import write_pairs
+    from rdistill.synth import make_splits
+    from rdistill.tokenizer import builtin_tokenizer
+
+    try:
+        train_ex, eval_ex = make_splits(train_size, eval_size, seed=seed, difficulty=difficulty)
+    except ValueError as e:
+        _fail(str(e))
+    write_pairs(out / "train.jsonl", train_ex)
+    write_pairs(out / "eval.jsonl", eval_ex)
+    tok = builtin_tokenizer()
+    n_tokens = lambda s: len(tok(s, add_special_tokens=False)["input_ids"]) + 1  # noqa: E731  (+ EOS)
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for ex in train_ex:
+        s = sums[ex.family]
+        s[0] += 1
+        s[1] += n_tokens(ex.ift)
+        s[2] += n_tokens(ex.reasoning)
+    table = Table(title=f"synthetic data, difficulty {difficulty}: answer tokens (built-in tokenizer, with EOS)")
+    for col in ("family", "examples", "ift tokens", "reasoning tokens", "reasoning / ift"):
+        table.add_column(col, justify="right" if col != "family" else "left")
+    for fam, (n, i, r) in sorted(sums.items()):
+        table.add_row(fam, str(n), f"{i / n:.1f}", f"{r / n:.1f}", f"{r / i:.1f}x")
+    Console().print(table)
+    console.print(f"wrote {len(train_ex)} + {len(eval_ex)} rows to {out}/train.jsonl and {out}/eval.jsonl")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)

@@ -45,6 +45,7 @@ class _Params:
     ignore_index: int
     reduction: str
     chunk_rows: int
+    grad_enabled: bool
 
 
 def _chunked(hidden, weight, bias, labels, p: _Params, want: tuple[bool, bool, bool], row_scale=None):
@@ -53,19 +54,20 @@ def _chunked(hidden, weight, bias, labels, p: _Params, want: tuple[bool, bool, b
     Gradients are of ``sum_r row_scale[r] * loss[r]`` (``row_scale`` = 1 when None).
     """
     T = hidden.shape[0]
+    acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
     valid = (labels != p.ignore_index).nonzero().squeeze(1)
     n = valid.numel()
-    losses = torch.zeros(T, dtype=torch.float32, device=hidden.device)
+    losses = torch.zeros(T, dtype=acc, device=hidden.device)
     g_hidden = torch.zeros_like(hidden) if want[0] else None
-    g_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want[1] else None
-    g_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want[2] else None
+    g_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want[1] else None
+    g_bias = torch.zeros(bias.shape, dtype=acc, device=bias.device) if want[2] else None
     for start in range(0, n, p.chunk_rows):
         rows = valid[start : start + p.chunk_rows]
         h = hidden.index_select(0, rows)
         y = labels.index_select(0, rows)
-        logits = (h @ weight.T).float()
+        logits = (h @ weight.T).to(acc)
         if bias is not None:
-            logits += bias.float()
+            logits += bias.to(acc)
         lse = torch.logsumexp(logits, dim=-1)
         losses.index_copy_(0, rows, lse - logits.gather(1, y[:, None]).squeeze(1))
         if not any(want):
@@ -79,14 +81,14 @@ def _chunked(hidden, weight, bias, labels, p: _Params, want: tuple[bool, bool, b
         if g_hidden is not None:
             g_hidden.index_copy_(0, rows, grad.to(hidden.dtype) @ weight)
         if g_weight is not None:
-            g_weight.addmm_(grad.T, h.float())
+            g_weight.addmm_(grad.T, h.to(acc))
     return losses, n, g_hidden, g_weight, g_bias
 
 
 class _LinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, p: _Params):
-        want = tuple(ctx.needs_input_grad[:3])
+        want = tuple(ctx.needs_input_grad[:3]) if p.grad_enabled else (False, False, False)
         precompute = p.reduction != "none"
         losses, n, gh, gw, gb = _chunked(hidden, weight, bias, labels, p, want if precompute else (False,) * 3)
         ctx.p, ctx.n, ctx.want = p, n, want
@@ -105,11 +107,11 @@ class _LinearCE(torch.autograd.Function):
         p, n, want = ctx.p, ctx.n, ctx.want
         if p.reduction == "none":
             hidden, weight, bias, labels = ctx.saved_tensors
-            _, _, gh, gw, gb = _chunked(hidden, weight, bias, labels, p, want, row_scale=grad_out.float())
+            _, _, gh, gw, gb = _chunked(hidden, weight, bias, labels, p, want, row_scale=grad_out)
             scale = None
         else:
             gh, gw, gb = ctx.saved_tensors
-            scale = grad_out.float() / (max(n, 1) if p.reduction == "mean" else 1)
+            scale = grad_out / (max(n, 1) if p.reduction == "mean" else 1)
         dh, dw, db = (g if g is None or scale is None else g * scale for g in (gh, gw, gb))
         return (
             dh,
@@ -145,4 +147,4 @@ def fused_linear_cross_entropy(
         raise ValueError(f"need hidden [T, d] and weight [V, d]; got {tuple(hidden.shape)}, {tuple(weight.shape)}")
     if labels.shape != hidden.shape[:1]:
         raise ValueError(f"labels must be [T]={hidden.shape[0]}; got {tuple(labels.shape)}")
-    return _LinearCE.apply(hidden, weight, bias, labels, _Params(ignore_index, reduction, chunk_rows))
+    return _LinearCE.apply(hidden, weight, bias, labels, _Params(ignore_index, reduction, chunk_rows, torch.is_grad_enabled()))

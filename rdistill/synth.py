@@ -1,0 +1,264 @@
+"""The built-in synthetic teacher: paired (ift, reasoning) data that needs no download.
+
+A programmatic teacher answers every generated prompt twice, as the paper's teacher does with
+reasoning mode off and on:
+
+- ``ift``: the final answer only, ``\\boxed{...}``;
+- ``reasoning``: ``<think>`` a correct step-by-step derivation ``</think>``, then the same boxed answer.
+
+Four families mirror the paper's benchmark families:
+
+- ``math-oe``   multi-operand addition/subtraction, half as word problems. The derivation works column by
+                column with carries and borrows, the scratchpad that makes small models add.
+- ``math-mc``   "which value is a + b?" with four options A-D (chance 25%).
+- ``general-oe`` list manipulation on letters: reverse, sort, upper-case, drop a letter.
+- ``general-mc`` "which word is a <category>?" with four options A-D (chance 25%).
+
+``difficulty`` (1-5) sets the number of operands and digits, and list lengths. Generation is
+deterministic in ``seed``. ``make_splits`` returns a training set and a held-out evaluation set that
+share no prompt.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from itertools import islice
+from dataclasses import dataclass
+
+from rdistill.schema import PairedExample
+
+FAMILIES = ("math-oe", "math-mc", "general-oe", "general-mc")
+MC_FAMILIES = ("math-mc", "general-mc")
+CHANCE = {"math-oe": 0.0, "math-mc": 0.25, "general-oe": 0.0, "general-mc": 0.25}
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+OPTIONS = "ABCD"
+
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "animal": ("horse", "tiger", "mouse", "eagle", "snake", "whale", "rabbit", "camel", "zebra", "otter"),
+    "colour": ("red", "blue", "green", "yellow", "purple", "orange", "black", "white", "brown", "pink"),
+    "fruit": ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum", "melon", "kiwi"),
+    "tool": ("hammer", "saw", "drill", "wrench", "chisel", "shovel", "rake", "pliers", "axe", "file"),
+    "country": ("france", "japan", "brazil", "kenya", "canada", "india", "norway", "peru", "egypt", "chile"),
+    "number": ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
+}
+NAMES = ("Ann", "Bob", "Cleo", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivo", "Jade")
+ITEMS = ("apples", "coins", "books", "stamps", "marbles", "pencils", "cards", "shells")
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    operands: int
+    digits: int
+    list_min: int
+    list_max: int
+
+
+def difficulty_spec(level: int) -> Difficulty:
+    """What a difficulty level means. Level 2 is the default."""
+    if not 1 <= level <= 5:
+        raise ValueError(f"difficulty must be between 1 and 5, got {level}")
+    return {
+        1: Difficulty(2, 1, 3, 4),
+        2: Difficulty(2, 2, 3, 5),
+        3: Difficulty(3, 2, 4, 6),
+        4: Difficulty(3, 3, 5, 8),
+        5: Difficulty(4, 3, 6, 10),
+    }[level]
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+def _boxed(answer: str) -> str:
+    return "\\boxed{" + answer + "}"
+
+
+def _pair(prompt: str, steps: list[str], answer: str, family: str) -> PairedExample:
+    reasoning = "<think>\n" + "\n".join(steps) + "\n</think>\n" + _boxed(answer)
+    return PairedExample(prompt=prompt, ift=_boxed(answer), reasoning=reasoning, family=family, answer=answer)
+
+
+def _column_steps(a: int, b: int, op: str) -> list[str]:
+    """Digit-by-digit addition or subtraction of non-negative a and b (a >= b for subtraction)."""
+    da, db = str(a)[::-1], str(b)[::-1]
+    steps, carry, digits = [], 0, []
+    for i in range(max(len(da), len(db))):
+        x = int(da[i]) if i < len(da) else 0
+        y = int(db[i]) if i < len(db) else 0
+        if op == "+":
+            s = x + y + carry
+            extra = f" + {carry}" if carry else ""
+            steps.append(f"{x} + {y}{extra} = {s}, write {s % 10} carry {s // 10}")
+            digits.append(s % 10)
+            carry = s // 10
+        else:
+            s = x - y - carry
+            extra = f" - {carry}" if carry else ""
+            if s < 0:
+                steps.append(f"{x} - {y}{extra} is below 0, borrow: {s + 10}")
+                digits.append(s + 10)
+                carry = 1
+            else:
+                steps.append(f"{x} - {y}{extra} = {s}")
+                digits.append(s)
+                carry = 0
+    if carry and op == "+":
+        digits.append(carry)
+    return steps
+
+
+def _arithmetic(rng: random.Random, d: Difficulty) -> tuple[list[int], list[str], int, list[str]]:
+    """Operands, operators and the result, kept non-negative at every step; plus the derivation."""
+    hi = 10**d.digits - 1
+    values = [rng.randint(1, hi) for _ in range(d.operands)]
+    ops, total, steps = [], values[0], []
+    for v in values[1:]:
+        op = "-" if total >= v and rng.random() < 0.5 else "+"
+        new = total + v if op == "+" else total - v
+        steps.append(f"{total} {op} {v}:")
+        steps.extend(_column_steps(total, v, op))
+        steps.append(f"so {total} {op} {v} = {new}")
+        ops.append(op)
+        total = new
+    return values, ops, total, steps
+
+
+def _math_oe(rng: random.Random, d: Difficulty) -> PairedExample:
+    values, ops, total, steps = _arithmetic(rng, d)
+    if rng.random() < 0.5:
+        expr = " ".join([str(values[0])] + [f"{o} {v}" for o, v in zip(ops, values[1:])])
+        prompt = f"Compute {expr}."
+    else:
+        name, item = rng.choice(NAMES), rng.choice(ITEMS)
+        parts = [f"{name} has {values[0]} {item}."]
+        for o, v in zip(ops, values[1:]):
+            parts.append(f"Then {name} {'gets' if o == '+' else 'gives away'} {v}.")
+        parts.append(f"How many {item} does {name} have now?")
+        prompt = " ".join(parts)
+    steps.append(f"The answer is {total}.")
+    return _pair(prompt, steps, str(total), "math-oe")
+
+
+def _math_mc(rng: random.Random, d: Difficulty) -> PairedExample:
+    values, ops, total, steps = _arithmetic(rng, d)
+    expr = " ".join([str(values[0])] + [f"{o} {v}" for o, v in zip(ops, values[1:])])
+    wrong: set[int] = set()
+    while len(wrong) < 3:
+        cand = total + rng.choice((-10, -2, -1, 1, 2, 10, 11, -11))
+        if cand >= 0 and cand != total:
+            wrong.add(cand)
+    options = [total, *sorted(wrong)]
+    rng.shuffle(options)
+    letter = OPTIONS[options.index(total)]
+    listed = " ".join(f"{OPTIONS[i]}) {v}" for i, v in enumerate(options))
+    prompt = f"Which value equals {expr}? {listed}"
+    steps.append(f"{total} is option {letter}.")
+    return _pair(prompt, steps, letter, "math-mc")
+
+
+def _general_oe(rng: random.Random, d: Difficulty) -> PairedExample:
+    n = rng.randint(d.list_min, d.list_max)
+    items = rng.sample(LETTERS, n)
+    shown = " ".join(items)
+    task = rng.choice(("reverse", "sort", "upper", "drop"))
+    if task == "reverse":
+        prompt = f"Reverse the list: {shown}"
+        out = items[::-1]
+        steps = [f"The list has {n} items."] + [f"item {n - i} is {x}" for i, x in enumerate(out)]
+    elif task == "sort":
+        prompt = f"Sort the list: {shown}"
+        out = sorted(items)
+        steps, rest = [], list(items)
+        for x in out:
+            steps.append(f"smallest of {' '.join(rest)} is {x}")
+            rest.remove(x)
+    elif task == "upper":
+        prompt = f"Write in capitals: {shown}"
+        out = [x.upper() for x in items]
+        steps = [f"{x} becomes {x.upper()}" for x in items]
+    else:
+        drop = rng.choice(items)
+        prompt = f"Remove {drop} from the list: {shown}"
+        out = [x for x in items if x != drop]
+        steps = [f"{x} is {'removed' if x == drop else 'kept'}" for x in items]
+    answer = " ".join(out)
+    steps.append(f"The result is {answer}.")
+    return _pair(prompt, steps, answer, "general-oe")
+
+
+def _general_mc(rng: random.Random, d: Difficulty) -> PairedExample:
+    cats = rng.sample(sorted(CATEGORIES), 4)
+    target = cats[0]
+    words = [rng.choice(CATEGORIES[c]) for c in cats]
+    order = list(range(4))
+    rng.shuffle(order)
+    options = [words[i] for i in order]
+    option_cats = [cats[i] for i in order]
+    letter = OPTIONS[options.index(words[0])]
+    listed = " ".join(f"{OPTIONS[i]}) {w}" for i, w in enumerate(options))
+    prompt = f"Which word is {_a(target)}? {listed}"
+    steps = [f"{w} is {_a(c)}." for w, c in zip(options, option_cats)]
+    steps.append(f"So the {target} is {words[0]}, option {letter}.")
+    return _pair(prompt, steps, letter, "general-mc")
+
+
+_MAKERS = {"math-oe": _math_oe, "math-mc": _math_mc, "general-oe": _general_oe, "general-mc": _general_mc}
+
+
+def _check_families(families: tuple[str, ...]) -> None:
+    unknown = set(families) - set(FAMILIES)
+    if unknown or not families:
+        raise ValueError(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
+
+
+def _stream(seed: int, difficulty: int, families: tuple[str, ...]) -> Iterator[PairedExample]:
+    spec = difficulty_spec(difficulty)
+    rng = random.Random(f"rdistill-synth:{seed}:{difficulty}")
+    i = 0
+    while True:
+        yield _MAKERS[families[i % len(families)]](rng, spec)
+        i += 1
+
+
+def generate(n: int, *, seed: int = 0, difficulty: int = 2, families: tuple[str, ...] = FAMILIES) -> list[PairedExample]:
+    """``n`` examples, families taken in turn, deterministic in ``seed`` (duplicates possible)."""
+    _check_families(families)
+    return list(islice(_stream(seed, difficulty, families), n))
+
+
+def _unique(stream: Iterator[PairedExample], n: int, exclude: set[str], max_tries: int) -> list[PairedExample]:
+    out: list[PairedExample] = []
+    seen = set(exclude)
+    for tries, ex in enumerate(stream):
+        if len(out) == n:
+            break
+        if tries >= max_tries:
+            raise ValueError(
+                f"could only make {len(out)} distinct prompts of {n} asked; raise --difficulty or ask for fewer"
+            )
+        if ex.prompt not in seen:
+            seen.add(ex.prompt)
+            out.append(ex)
+    return out
+
+
+def make_splits(
+    n_train: int,
+    n_eval: int,
+    *,
+    seed: int = 0,
+    difficulty: int = 2,
+    families: tuple[str, ...] = FAMILIES,
+) -> tuple[list[PairedExample], list[PairedExample]]:
+    """A training set and a held-out set with no prompt in common, both deterministic in ``seed``.
+
+    The held-out set is drawn first (from its own stream), then training examples whose prompt is in
+    it are skipped; within each set prompts are distinct.
+    """
+    _check_families(families)
+    budget = 50 * (n_train + n_eval) + 1000
+    held_out = _unique(_stream(seed * 2 + 1, difficulty, families), n_eval, set(), budget)
+    train = _unique(_stream(seed * 2, difficulty, families), n_train, {e.prompt for e in held_out}, budget)
+    return train, held_out

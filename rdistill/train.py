@@ -1,0 +1,271 @@
+"""Training one arm to an exact FLOP budget (or, in the paper's mode, for a fixed number of samples).
+
+Budget control. Before every optimizer step the trainer knows that step's FLOPs exactly (they are a
+function of the documents' lengths and loss tokens, see rdistill.flops), so it never overshoots: when
+the next full step would pass the budget, the step is trimmed to the longest prefix of its documents
+that still fits, run, and training stops. The run therefore ends at most one document's FLOPs below
+the budget (for the built-in data, well under 0.1% of it) and never above. ``budget_kind`` picks the
+count that is compared with the budget: ``exact`` (the ledger's useful FLOPs), ``paper`` (the paper's
+per-sample formula) or ``6nd``.
+
+Learning rate: AdamW with a warmup-stable-decay schedule defined on the fraction of the budget spent
+(of the samples seen, in samples mode): linear warmup over ``warmup_frac``, constant, then linear decay
+over the last ``decay_frac`` to ``final_lr_frac`` of the peak (the paper: 150 warmup steps, 300 decay
+steps to 10%).
+
+Loss: the sum of token cross-entropies of all micro-batches of a step divided by the number of loss
+tokens in the whole step, so neither packing nor gradient accumulation changes it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from rdistill.batch import PackedBatch
+from rdistill.flops import FlopLedger, ModelShape, train_step_flops
+from rdistill.models import packed_loss_sum
+from rdistill.packing import pack
+
+BUDGET_KINDS = {"exact": "exact", "paper": "paper", "6nd": "six_nd"}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    budget_flops: float | None = None
+    budget_kind: str = "exact"
+    samples: int | None = None
+    pack_tokens: int = 4096
+    packs_per_step: int = 1
+    pack_mode: str = "bf"
+    warmup_frac: float = 0.05
+    decay_frac: float = 0.3
+    final_lr_frac: float = 0.1
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    overflow: str = "error"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.budget_flops is None) == (self.samples is None):
+            raise ValueError("give exactly one of a FLOP budget (--budget) or a sample count (--samples)")
+        if self.budget_flops is not None and not self.budget_flops > 0:
+            raise ValueError(f"the budget must be positive, got {self.budget_flops}")
+        if self.samples is not None and self.samples < 1:
+            raise ValueError(f"--samples must be at least 1, got {self.samples}")
+        if self.budget_kind not in BUDGET_KINDS:
+            raise ValueError(f"budget kind must be one of {', '.join(BUDGET_KINDS)}, got {self.budget_kind!r}")
+        if not (0 <= self.warmup_frac and 0 <= self.decay_frac and self.warmup_frac + self.decay_frac <= 1):
+            raise ValueError("need 0 <= warmup_frac, 0 <= decay_frac and warmup_frac + decay_frac <= 1")
+
+    @property
+    def ledger_kind(self) -> str:
+        return BUDGET_KINDS[self.budget_kind]
+
+
+def wsd_lr(peak: float, frac: float, s: TrainSettings) -> float:
+    """Warmup-stable-decay learning rate at ``frac`` in [0, 1] of the run."""
+    if s.warmup_frac > 0 and frac < s.warmup_frac:
+        return peak * max(frac, 1e-3 * s.warmup_frac) / s.warmup_frac
+    decay_start = 1.0 - s.decay_frac
+    if frac <= decay_start or s.decay_frac == 0:
+        return peak
+    t = min((frac - decay_start) / s.decay_frac, 1.0)
+    return peak * (1.0 - t * (1.0 - s.final_lr_frac))
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class StepRecord:
+    step: int
+    lr: float
+    loss: float
+    tokens: int
+    loss_tokens: int
+    samples: int
+    seconds: float
+    flops: dict[str, int]
+    budget_fraction: float
+    trimmed: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ArmOutcome:
+    steps: int
+    samples: int
+    train_tokens: int
+    loss_tokens: int
+    epochs: float
+    seconds: float
+    final_loss: float | None
+    ledger: FlopLedger
+    stopped_by: str  # "budget" | "samples" | "data"
+
+
+Document = tuple[np.ndarray, np.ndarray]  # (input_ids, loss_mask)
+
+
+def _epoch_steps(docs: Sequence[Document], order: np.ndarray, s: TrainSettings, rng: np.random.Generator):
+    """Steps of one pass over ``order``: lists of packs, each pack a list of document indices."""
+    lengths = [len(docs[i][0]) for i in order]
+    plan = pack(lengths, s.pack_tokens, mode=s.pack_mode, overflow=s.overflow)
+    packs = [[int(order[j]) for j in p] for p in plan.packs]
+    perm = rng.permutation(len(packs))
+    packs = [packs[i] for i in perm]
+    for i in range(0, len(packs), s.packs_per_step):
+        yield packs[i : i + s.packs_per_step]
+
+
+def _doc_cost(shape: ModelShape, doc: Document, kind: str) -> int:
+    ids, mask = doc
+    n_loss = int(mask[1:].sum())
+    return train_step_flops(shape, [len(ids)], n_loss).total(kind)
+
+
+def _batch(docs: Sequence[Document], idx: list[int], capacity: int) -> PackedBatch:
+    return PackedBatch.from_documents([(docs[i][0][:capacity], docs[i][1][:capacity]) for i in idx], doc_ids=tuple(idx))
+
+
+def train_arm(
+    net: torch.nn.Module,
+    docs: Sequence[Document],
+    s: TrainSettings,
+    *,
+    lr: float,
+    on_step: Callable[[StepRecord, FlopLedger], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> ArmOutcome:
+    """Train ``net`` in place on ``docs`` until the budget (or sample count) is spent."""
+    if not docs:
+        raise ValueError("no training documents")
+    shape = ModelShape.from_model(net)
+    kind = s.ledger_kind
+    ledger = FlopLedger()
+    rng = np.random.default_rng(s.seed)
+    torch.manual_seed(s.seed)
+    decay, no_decay = [], []
+    for p in dict.fromkeys(net.parameters()):
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=s.betas,
+    )
+    net.train()
+    steps = samples = tokens = loss_tokens = 0
+    final_loss, stopped_by, t0 = None, "data", time.perf_counter()
+    if s.samples is not None and s.samples > len(docs):
+        raise ValueError(f"--samples {s.samples} is more than the {len(docs)} training examples available")
+
+    def step_stream() -> Iterator[list[list[int]]]:
+        epoch = 0
+        while True:
+            order = rng.permutation(len(docs))
+            if s.samples is not None:
+                if epoch:
+                    return
+                order = order[: s.samples]
+            yield from _epoch_steps(docs, order, s, rng)
+            epoch += 1
+
+    for packs in step_stream():
+        flat = [i for p in packs for i in p]
+        trimmed = False
+        cost = train_step_flops(
+            shape,
+            [min(len(docs[i][0]), s.pack_tokens) for i in flat],
+            sum(int(docs[i][1][1 : s.pack_tokens].sum()) for i in flat),
+        )
+        if s.budget_flops is not None and ledger.total(kind) + cost.total(kind) > s.budget_flops:
+            room = s.budget_flops - ledger.total(kind)
+            keep = []
+            for i in flat:
+                c = _doc_cost(shape, (docs[i][0][: s.pack_tokens], docs[i][1][: s.pack_tokens]), kind)
+                if c > room:
+                    break
+                keep.append(i)
+                room -= c
+            if not keep:
+                stopped_by = "budget"
+                break
+            kept = set(keep)
+            packs = [[i for i in p if i in kept] for p in packs]
+            packs = [p for p in packs if p]
+            flat = keep
+            trimmed = True
+        batches = [_batch(docs, p, s.pack_tokens).to(device) for p in packs]
+        step_loss_tokens = sum(b.num_loss_tokens for b in batches)
+        cost = train_step_flops(shape, [l for b in batches for l in b.doc_lengths], step_loss_tokens)
+        if s.budget_flops is not None:
+            frac = ledger.total(kind) / s.budget_flops
+        else:
+            frac = samples / s.samples
+        cur_lr = wsd_lr(lr, frac, s)
+        for g in opt.param_groups:
+            g["lr"] = cur_lr
+        t_step = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for b in batches:
+            part = packed_loss_sum(net, b) / max(step_loss_tokens, 1)
+            part.backward()
+            loss_sum += float(part.detach())
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLoss(
+                f"the loss became {loss_sum} at step {steps + 1} (lr {cur_lr:.3g}); "
+                "lower the learning rate (--lr) or check the data"
+            )
+        if s.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), s.grad_clip)
+        opt.step()
+        ledger.add(cost)
+        steps += 1
+        samples += len(flat)
+        step_tokens = sum(b.num_tokens for b in batches)
+        tokens += step_tokens
+        loss_tokens += step_loss_tokens
+        final_loss = loss_sum
+        done_frac = ledger.total(kind) / s.budget_flops if s.budget_flops is not None else samples / s.samples
+        rec = StepRecord(
+            step=steps,
+            lr=cur_lr,
+            loss=loss_sum,
+            tokens=step_tokens,
+            loss_tokens=step_loss_tokens,
+            samples=len(flat),
+            seconds=time.perf_counter() - t_step,
+            flops={k: ledger.total(k) for k in ("exact", "executed", "paper", "six_nd")},
+            budget_fraction=done_frac,
+            trimmed=trimmed,
+        )
+        if on_step is not None:
+            on_step(rec, ledger)
+        if trimmed:
+            stopped_by = "budget"
+            break
+        if s.samples is not None and samples >= s.samples:
+            stopped_by = "samples"
+            break
+    return ArmOutcome(
+        steps=steps,
+        samples=samples,
+        train_tokens=tokens,
+        loss_tokens=loss_tokens,
+        epochs=samples / len(docs),
+        seconds=time.perf_counter() - t0,
+        final_loss=final_loss,
+        ledger=ledger,
+        stopped_by=stopped_by,
+    )

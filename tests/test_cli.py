@@ -1,0 +1,110 @@
+"""End to end through the command line, on a tiny budget."""
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from rdistill.cli.main import app
+
+runner = CliRunner()
+
+
+def _train(out, *extra):
+    args = ["train", "--budget", "3e11", "--train-size", "400", "--eval-size", "16", "--out", str(out), "--pack-tokens", "1024"]
+    return runner.invoke(app, [*args, *extra], catch_exceptions=False)
+
+
+def test_train_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    res = _train(out)
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "complete"
+    assert [a["name"] for a in results["arms"]] == ["ift", "reasoning"]
+    for arm in results["arms"]:
+        for key in ("name", "model", "budget_flops", "train_tokens", "loss_tokens", "steps", "samples"):
+            assert key in arm
+        assert set(arm["flops"]) >= {"exact", "executed", "paper", "six_nd"}
+        assert 0.99 * 3e11 <= arm["flops"]["exact"] <= 3e11
+        ev = arm["eval"]
+        assert set(ev) >= {"accuracy", "by_family", "n", "mean_output_tokens", "inference_flops_per_query"}
+        assert ev["n"] == 16 and set(ev["inference_flops_per_query"]) == {"exact", "paper"}
+        lines = (out / arm["name"] / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == arm["steps"]
+        assert json.loads(lines[-1])["flops"]["exact"] == arm["flops"]["exact"]
+        model_dir = out / arm["name"] / "model"
+        net = AutoModelForCausalLM.from_pretrained(model_dir)
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        assert net.config.vocab_size == len(tok)
+    # same seed, same results
+    again = tmp_path / "again"
+    assert _train(again).exit_code == 0
+    r2 = json.loads((again / "results.json").read_text())
+    for a, b in zip(results["arms"], r2["arms"]):
+        assert a["flops"] == b["flops"] and a["final_loss"] == b["final_loss"] and a["eval"]["accuracy"] == b["eval"]["accuracy"]
+
+
+def test_interrupt_leaves_a_consistent_folder(tmp_path, monkeypatch):
+    import rdistill.run as run_mod
+
+    real = run_mod.train_arm
+
+    def interrupted(net, docs, s, **kw):
+        on_step = kw["on_step"]
+
+        def stop_after_two(rec, ledger):
+            on_step(rec, ledger)
+            if rec.step == 2:
+                raise KeyboardInterrupt
+
+        return real(net, docs, s, **{**kw, "on_step": stop_after_two})
+
+    monkeypatch.setattr(run_mod, "train_arm", interrupted)
+    out = tmp_path / "run"
+    res = _train(out, "--arms", "reasoning")
+    assert res.exit_code == 130
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "interrupted"
+    arm = results["arms"][0]
+    assert arm["status"] == "interrupted" and arm["flops"]["exact"] > 0
+    assert len((out / "reasoning" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_existing_folder_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    res = _train(out)
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (out / "keep.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--arms", "ift,poetry"], "unknown arm"),
+        (["--budget-kind", "chinchilla"], "budget kind"),
+        (["--samples", "5"], "exactly one"),
+    ],
+)
+def test_bad_options_say_what_to_do(tmp_path, args, message):
+    res = _train(tmp_path / "x", *args)
+    assert res.exit_code == 2 and message in res.output
+
+
+def test_bad_data_file_names_file_row_field(tmp_path):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "a", "ift": "b", "reasoning": "c"}\n{"prompt": "a", "ift": "", "reasoning": "c"}\n')
+    res = runner.invoke(app, ["train", "--budget", "1e10", "--data", str(bad), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "pairs.jsonl" in res.output and "row 2" in res.output and "ift" in res.output
+
+
+def test_data_synth_writes_the_released_schema(tmp_path):
+    res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--train-size", "200", "--eval-size", "20"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(l) for l in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 200 and {"prompt", "ift", "reasoning"} <= set(rows[0])
+    assert "math-oe" in res.output and "reasoning / ift" in res.output

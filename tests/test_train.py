@@ -1,0 +1,113 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rdistill.models import build_student
+from rdistill.synth import make_splits
+from rdistill.tokenizer import encode_document
+from rdistill.train import NonFiniteLoss, TrainSettings, train_arm, wsd_lr
+
+
+@pytest.fixture(scope="module")
+def docs(tok):
+    train, _ = make_splits(300, 4, seed=3)
+    return [tuple(np.asarray(x) for x in encode_document(tok, e.prompt, e.reasoning)) for e in train]
+
+
+def _tiny(tok):
+    from rdistill.models import PRESETS, StudentPreset
+
+    PRESETS.setdefault("test-micro", StudentPreset(32, 2, 2, 1, 64, "test only"))
+    return build_student("test-micro", len(tok), seed=0)
+
+
+def test_wsd_schedule_shape():
+    s = TrainSettings(budget_flops=1.0, warmup_frac=0.1, decay_frac=0.2, final_lr_frac=0.1)
+    assert wsd_lr(1.0, 0.05, s) == pytest.approx(0.5)
+    assert wsd_lr(1.0, 0.5, s) == 1.0
+    assert wsd_lr(1.0, 0.9, s) == pytest.approx(0.55)
+    assert wsd_lr(1.0, 1.0, s) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("kind", ["exact", "paper", "6nd"])
+def test_budget_is_met_within_one_percent_never_above(tok, docs, kind):
+    net = _tiny(tok)
+    budget = 4e9
+    s = TrainSettings(budget_flops=budget, budget_kind=kind, pack_tokens=512)
+    out = train_arm(net, docs, s, lr=1e-3)
+    spent = out.ledger.total(s.ledger_kind)
+    assert spent <= budget
+    assert spent >= 0.99 * budget
+    assert out.stopped_by == "budget"
+
+
+def test_samples_mode_sees_each_sample_once(tok, docs):
+    net = _tiny(tok)
+    seen = []
+    s = TrainSettings(samples=120, pack_tokens=512)
+    out = train_arm(net, docs, s, lr=1e-3, on_step=lambda rec, led: seen.append(rec.samples))
+    assert out.samples == 120 == sum(seen)
+    assert out.stopped_by == "samples"
+
+
+def test_same_seed_same_run(tok, docs):
+    runs = []
+    for _ in range(2):
+        net = _tiny(tok)
+        recs = []
+        train_arm(net, docs, TrainSettings(budget_flops=2e9, pack_tokens=512), lr=1e-3, on_step=lambda r, l: recs.append(r.loss))
+        runs.append((recs, [p.detach().clone() for p in net.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_non_finite_loss_names_the_step(tok, docs):
+    net = _tiny(tok)
+    steps = []
+
+    def poison(rec, ledger):
+        steps.append(rec.step)
+        if rec.step == 2:
+            with torch.no_grad():
+                net.get_input_embeddings().weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLoss, match="at step 3"):
+        train_arm(net, docs, TrainSettings(budget_flops=1e11, pack_tokens=512), lr=1e-3, on_step=poison)
+
+
+def test_loss_is_normalised_by_the_step_not_the_pack(tok, docs):
+    """The same documents in one pack or spread over many accumulated packs: same loss, same gradient."""
+    losses = []
+    for pack_tokens, per_step in ((4096, 1), (256, 64)):
+        net = _tiny(tok)
+        s = TrainSettings(samples=40, pack_tokens=pack_tokens, packs_per_step=per_step)
+        out = train_arm(net, docs, s, lr=1e-3, on_step=lambda r, l: losses.append(r.loss))
+        assert out.steps == 1
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+    from rdistill.batch import PackedBatch
+    from rdistill.models import packed_loss_sum
+
+    net = _tiny(tok)
+    sample = docs[:40]
+    total = sum(int(m[1:].sum()) for _, m in sample)
+    grads = []
+    for chunks in ([sample], [sample[i : i + 7] for i in range(0, 40, 7)]):
+        net.zero_grad()
+        for chunk in chunks:
+            (packed_loss_sum(net, PackedBatch.from_documents(chunk)) / total).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match="exactly one"):
+        TrainSettings()
+    with pytest.raises(ValueError, match="exactly one"):
+        TrainSettings(budget_flops=1e9, samples=3)
+    with pytest.raises(ValueError, match="budget kind"):
+        TrainSettings(budget_flops=1e9, budget_kind="chinchilla")

@@ -30,7 +30,7 @@ def _fail(msg: str) -> None:
 
 
 def _sci(x: float | int | None) -> str:
-    return "-" if x is None else f"{x:.3e}"
+    return "-" if x is None else f"{x:.2e}"
 
 
 class _ProgressHooks:
@@ -90,34 +90,40 @@ class _ProgressHooks:
         self.progress.console.print(text)
 
 
-def _summary_table(results: dict) -> Table:
-    table = Table(title="rdistill results", show_lines=False)
-    for col in ("arm", "status", "steps", "samples", "train tokens", "exact FLOPs", "paper", "6ND", "accuracy"):
-        table.add_column(col, justify="right" if col not in ("arm", "status") else "left")
-    families = sorted({f for a in results["arms"] for f in (a.get("eval") or {}).get("by_family", {})})
-    for f in families:
-        table.add_column(f, justify="right")
-    table.add_column("out tok", justify="right")
-    table.add_column("inf FLOPs/q", justify="right")
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _summary_tables(results: dict) -> list[Table]:
+    """Training (compute) and evaluation (accuracy) summaries, one row per arm."""
+    train = Table(title="training FLOPs: exact (useful), executed, paper formula, 6ND")
+    for col in ("arm", "steps", "samples", "tokens", "exact", "executed", "paper", "6ND", "of budget"):
+        train.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
     for a in results["arms"]:
-        ev = a.get("eval") or {}
         fl = a["flops"]
-        pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        table.add_row(
-            a["name"],
-            a.get("status", ""),
-            str(a.get("steps", "-")),
-            str(a.get("samples", "-")),
-            f"{a.get('train_tokens', 0):,}",
-            _sci(fl.get("exact")),
-            _sci(fl.get("paper")),
-            _sci(fl.get("six_nd")),
-            pct(ev.get("accuracy")),
-            *[pct(ev.get("by_family", {}).get(f)) for f in families],
-            "-" if ev.get("mean_output_tokens") is None else f"{ev['mean_output_tokens']:.1f}",
-            _sci((ev.get("inference_flops_per_query") or {}).get("exact")),
+        status = "" if a.get("status") == "complete" else f" ({a.get('status')})"
+        train.add_row(
+            a["name"] + status, str(a.get("steps", "-")), str(a.get("samples", "-")),
+            _sci(a.get("train_tokens")), _sci(fl.get("exact")), _sci(fl.get("executed")),
+            _sci(fl.get("paper")), _sci(fl.get("six_nd")), _pct(a.get("budget_used")),
         )
-    return table
+    tables = [train]
+    arms = [a for a in results["arms"] if a.get("eval")]
+    if arms:
+        families = sorted({f for a in arms for f in a["eval"]["by_family"]})
+        chance = arms[0]["eval"].get("chance", {})
+        ev = Table(title="held-out exact match (chance: " + ", ".join(
+            f"{f} {_pct(c)}" for f, c in chance.items() if c) + ")")
+        for col in ("arm", "all", *families, "out tokens", "FLOPs/query"):
+            ev.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
+        for a in arms:
+            e = a["eval"]
+            ev.add_row(
+                a["name"], _pct(e["accuracy"]), *[_pct(e["by_family"].get(f)) for f in families],
+                f"{e['mean_output_tokens']:.1f}", _sci(e["inference_flops_per_query"]["exact"]),
+            )
+        tables.append(ev)
+    return tables
 
 
 @app.command()
@@ -139,7 +145,8 @@ def train(
     lr_reasoning: Annotated[Optional[float], typer.Option(help="Peak learning rate of the reasoning arm (default --lr).")] = None,
     warmup: Annotated[float, typer.Option(help="Warmup, as a fraction of the budget.")] = 0.05,
     decay: Annotated[float, typer.Option(help="Final linear decay to 10% of peak, as a fraction of the budget.")] = 0.3,
-    pack_tokens: Annotated[int, typer.Option(help="Tokens per packed row (documents never cross rows).")] = 4096,
+    pack_tokens: Annotated[Optional[int], typer.Option(help="Tokens per packed row; documents never cross rows. Default: 1024, or the next power of two holding the longest document.")] = None,
+    pack_mode: Annotated[str, typer.Option(help="bf: best fit in shuffled order, packs mix lengths (default); bfd: best fit decreasing, densest, packs sorted by length.")] = "bf",
     packs_per_step: Annotated[int, typer.Option(help="Packed rows per optimizer step (gradient accumulation).")] = 1,
     overflow: Annotated[str, typer.Option(help="Documents longer than --pack-tokens: error, truncate or drop.")] = "error",
     difficulty: Annotated[int, typer.Option(help="Synthetic data difficulty, 1-5.")] = 2,
@@ -156,6 +163,9 @@ def train(
     from rdistill.run import RunConfig, parse_arms, run
     from rdistill.train import NonFiniteLoss, TrainSettings
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -165,6 +175,7 @@ def train(
             budget_kind=budget_kind,
             samples=samples,
             pack_tokens=pack_tokens,
+            pack_mode=pack_mode,
             packs_per_step=packs_per_step,
             warmup_frac=warmup,
             decay_frac=decay,
@@ -213,7 +224,8 @@ def train(
         _fail(f"{e} (run folder {out})")
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    Console().print(_summary_table(results))
+    for table in _summary_tables(results):
+        Console().print(table)
     console.print(f"results: {out}/results.json")
 
 
@@ -268,6 +280,79 @@ def data_synth(
         table.add_row(fam, str(n), f"{i / n:.1f}", f"{r / n:.1f}", f"{r / i:.1f}x")
     Console().print(table)
     console.print(f"wrote {len(train_ex)} + {len(eval_ex)} rows to {out}/train.jsonl and {out}/eval.jsonl")
+
+
+@data_app.command("stats")
+def data_stats(
+    data: Annotated[Optional[Path], typer.Option(help="Paired data (jsonl, json, parquet or a saved HF dataset folder); all its rows are counted. Default: the built-in synthetic teacher's training set.")] = None,
+    columns: Annotated[Optional[str], typer.Option(help="Column mapping for --data, e.g. 'prompt=question,ift=short,reasoning=long'.")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(help="Skip (and count) malformed rows of --data instead of stopping at the first.")] = False,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Local Hugging Face tokenizer folder. Default: the built-in one (which knows only the synthetic data's words).")] = None,
+    pack_tokens: Annotated[Optional[int], typer.Option(help="Pack capacity in tokens. Default: as `train` picks it, 1024 or the next power of two holding the longest document.")] = None,
+    overflow: Annotated[str, typer.Option(help="Documents longer than --pack-tokens: error, truncate or drop.")] = "error",
+    difficulty: Annotated[int, typer.Option(help="Synthetic data difficulty, 1-5.")] = 2,
+    train_size: Annotated[int, typer.Option(help="Synthetic training examples.")] = 20000,
+    eval_size: Annotated[int, typer.Option(help="Synthetic held-out examples (set aside first, as `train` does; not counted).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 0,
+) -> None:
+    """Per arm: document lengths (prompt + answer + EOS, in tokens) and how densely they pack
+    (real tokens / capacity) with best fit (bf, the trainer's default) and best fit decreasing (bfd)."""
+    import numpy as np
+
+    from rdistill.data import load_pairs, parse_column_map
+    from rdistill.packing import PackingError, pack_arrays
+    from rdistill.synth import make_splits
+    from rdistill.tokenizer import encode_document, load_tokenizer
+    from rdistill.train import auto_pack_tokens
+
+    try:
+        if data is None:
+            examples, _ = make_splits(train_size, eval_size, seed=seed, difficulty=difficulty)
+            source = f"synthetic, difficulty {difficulty}, seed {seed}"
+        else:
+            loaded = load_pairs(data, columns=parse_column_map(columns) if columns else None, skip_bad_rows=skip_bad_rows)
+            console.print(loaded.summary())
+            examples, source = loaded.examples, str(data)
+        tok = load_tokenizer(tokenizer)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if not examples:
+        _fail("no examples to count; --train-size must be at least 1")
+    with console.status(f"tokenizing {len(examples)} examples per arm"):
+        lengths = {
+            arm: np.array([len(encode_document(tok, ex.prompt, getattr(ex, arm))[0]) for ex in examples], dtype=np.int64)
+            for arm in ("ift", "reasoning")
+        }
+    capacity = pack_tokens or auto_pack_tokens(int(max(v.max() for v in lengths.values())))
+    dist = Table(title=f"document lengths in tokens (prompt + answer + EOS): {source}")
+    for col in ("arm", "documents", "tokens", "mean", "p50", "p90", "p99", "max"):
+        dist.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
+    for arm, v in lengths.items():
+        p50, p90, p99 = np.quantile(v, [0.5, 0.9, 0.99], method="inverted_cdf")
+        dist.add_row(arm, f"{v.size:,}", f"{int(v.sum()):,}", f"{v.mean():.1f}", str(p50), str(p90), str(p99), str(v.max()))
+    shuffled = np.random.default_rng(seed).permutation(len(examples))
+    rows = []
+    try:
+        for arm, v in lengths.items():
+            for mode in ("bfd", "bf"):  # bfd first: an overflow error then names rows in the data's order
+                t0 = time.perf_counter()
+                plan = pack_arrays(v[shuffled] if mode == "bf" else v, capacity, mode=mode, overflow=overflow)
+                rows.append((arm, mode, plan, time.perf_counter() - t0))
+    except PackingError as e:
+        _fail(str(e))
+    packing = Table(title=f"packing into rows of {capacity:,} tokens (packer backend: {rows[0][2].backend})")
+    for col in ("arm", "mode", "packs", "efficiency", "truncated", "dropped", "seconds"):
+        packing.add_column(col, justify="left" if col in ("arm", "mode") else "right", no_wrap=True)
+    for arm, mode, plan, secs in rows:
+        packing.add_row(
+            arm, mode, f"{plan.num_packs:,}", f"{100 * plan.efficiency:.2f}%", str(plan.truncated.size),
+            str(plan.dropped.size), f"{secs:.4f}",
+        )
+    out = Console()
+    out.print(dist)
+    out.print(packing)
+    console.print("efficiency = real tokens / (packs x capacity); bf: best fit in a shuffled order, as the "
+                  "trainer packs each epoch; bfd: best fit, longest first")
 
 
 def main() -> None:

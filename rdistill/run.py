@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -35,7 +35,7 @@ from rdistill.models import build_student, count_parameters
 from rdistill.schema import PairedExample
 from rdistill.synth import make_splits
 from rdistill.tokenizer import encode_document, load_tokenizer
-from rdistill.train import ArmOutcome, StepRecord, TrainSettings, train_arm
+from rdistill.train import ArmOutcome, StepRecord, TrainSettings, auto_pack_tokens, train_arm
 
 ARMS = {"ift": "ift", "reasoning": "reasoning"}
 
@@ -209,6 +209,11 @@ def run(cfg: RunConfig, hooks: RunHooks | None = None) -> dict:
     if {"ift", "reasoning"} <= set(cfg.arms):
         t = data_info["tokens"]
         data_info["reasoning_over_ift_answer_tokens"] = t["reasoning"]["mean_answer"] / t["ift"]["mean_answer"]
+    if cfg.train.pack_tokens is None:
+        longest = max(len(d[0]) for docs in arm_docs.values() for d in docs)
+        cfg = replace(cfg, train=replace(cfg.train, pack_tokens=auto_pack_tokens(longest)))
+        results["config"] = asdict(cfg)
+        write_json_atomic(out / "config.json", results["config"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     max_new = cfg.max_new_tokens or _auto_max_new_tokens(tok, held)
     for arm in cfg.arms:

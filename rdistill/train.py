@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ import torch
 from rdistill.batch import PackedBatch
 from rdistill.flops import FlopLedger, ModelShape, train_step_flops
 from rdistill.models import packed_loss_sum
-from rdistill.packing import pack
+from rdistill.packing import MODES, pack
 
 BUDGET_KINDS = {"exact": "exact", "paper": "paper", "6nd": "six_nd"}
 
@@ -40,7 +40,7 @@ class TrainSettings:
     budget_flops: float | None = None
     budget_kind: str = "exact"
     samples: int | None = None
-    pack_tokens: int = 4096
+    pack_tokens: int | None = None
     packs_per_step: int = 1
     pack_mode: str = "bf"
     warmup_frac: float = 0.05
@@ -61,12 +61,25 @@ class TrainSettings:
             raise ValueError(f"--samples must be at least 1, got {self.samples}")
         if self.budget_kind not in BUDGET_KINDS:
             raise ValueError(f"budget kind must be one of {', '.join(BUDGET_KINDS)}, got {self.budget_kind!r}")
+        if self.pack_mode not in MODES:
+            raise ValueError(f"pack mode must be one of {', '.join(MODES)}, got {self.pack_mode!r}")
+        if self.pack_tokens is not None and self.pack_tokens < 1 or self.packs_per_step < 1:
+            raise ValueError("--pack-tokens and --packs-per-step must be positive")
         if not (0 <= self.warmup_frac and 0 <= self.decay_frac and self.warmup_frac + self.decay_frac <= 1):
             raise ValueError("need 0 <= warmup_frac, 0 <= decay_frac and warmup_frac + decay_frac <= 1")
 
     @property
     def ledger_kind(self) -> str:
         return BUDGET_KINDS[self.budget_kind]
+
+
+def auto_pack_tokens(longest_doc: int) -> int:
+    """Default pack capacity: 1024 tokens, or the next power of two that holds the longest document.
+
+    Small packs mean more optimizer steps per FLOP, which is what small students trained from scratch
+    need; a capacity below the longest document would force truncating or dropping it.
+    """
+    return max(1024, 1 << (max(longest_doc, 1) - 1).bit_length())
 
 
 def wsd_lr(peak: float, frac: float, s: TrainSettings) -> float:
@@ -128,10 +141,26 @@ def _epoch_steps(docs: Sequence[Document], order: np.ndarray, s: TrainSettings, 
         yield packs[i : i + s.packs_per_step]
 
 
-def _doc_cost(shape: ModelShape, doc: Document, kind: str) -> int:
-    ids, mask = doc
-    n_loss = int(mask[1:].sum())
-    return train_step_flops(shape, [len(ids)], n_loss).total(kind)
+def _step_cost(shape: ModelShape, batches: list[PackedBatch]):
+    return train_step_flops(
+        shape, [n for b in batches for n in b.doc_lengths], sum(b.num_loss_tokens for b in batches)
+    )
+
+
+def _trim_to_budget(
+    shape: ModelShape, docs: Sequence[Document], packs: list[list[int]], room: float, kind: str, capacity: int
+) -> list[list[int]]:
+    """The longest prefix of the step's documents whose FLOPs fit in ``room`` (every count is additive
+    over documents), kept in their packs."""
+    keep: set[int] = set()
+    for i in (i for p in packs for i in p):
+        ids, mask = docs[i][0][:capacity], docs[i][1][:capacity]
+        c = train_step_flops(shape, [len(ids)], int(mask[1:].sum())).total(kind)
+        if c > room:
+            break
+        keep.add(i)
+        room -= c
+    return [q for q in ([i for i in p if i in keep] for p in packs) if q]
 
 
 def _batch(docs: Sequence[Document], idx: list[int], capacity: int) -> PackedBatch:
@@ -150,6 +179,8 @@ def train_arm(
     """Train ``net`` in place on ``docs`` until the budget (or sample count) is spent."""
     if not docs:
         raise ValueError("no training documents")
+    if s.pack_tokens is None:
+        s = replace(s, pack_tokens=auto_pack_tokens(max(len(d[0]) for d in docs)))
     shape = ModelShape.from_model(net)
     kind = s.ledger_kind
     ledger = FlopLedger()
@@ -169,6 +200,9 @@ def train_arm(
     if s.samples is not None and s.samples > len(docs):
         raise ValueError(f"--samples {s.samples} is more than the {len(docs)} training examples available")
 
+    def spent_fraction() -> float:
+        return ledger.total(kind) / s.budget_flops if s.budget_flops is not None else samples / s.samples
+
     def step_stream() -> Iterator[list[list[int]]]:
         epoch = 0
         while True:
@@ -181,38 +215,21 @@ def train_arm(
             epoch += 1
 
     for packs in step_stream():
-        flat = [i for p in packs for i in p]
+        batches = [_batch(docs, p, s.pack_tokens) for p in packs]
+        cost = _step_cost(shape, batches)
         trimmed = False
-        cost = train_step_flops(
-            shape,
-            [min(len(docs[i][0]), s.pack_tokens) for i in flat],
-            sum(int(docs[i][1][1 : s.pack_tokens].sum()) for i in flat),
-        )
         if s.budget_flops is not None and ledger.total(kind) + cost.total(kind) > s.budget_flops:
-            room = s.budget_flops - ledger.total(kind)
-            keep = []
-            for i in flat:
-                c = _doc_cost(shape, (docs[i][0][: s.pack_tokens], docs[i][1][: s.pack_tokens]), kind)
-                if c > room:
-                    break
-                keep.append(i)
-                room -= c
-            if not keep:
+            packs = _trim_to_budget(shape, docs, packs, s.budget_flops - ledger.total(kind), kind, s.pack_tokens)
+            if not packs:
                 stopped_by = "budget"
                 break
-            kept = set(keep)
-            packs = [[i for i in p if i in kept] for p in packs]
-            packs = [p for p in packs if p]
-            flat = keep
+            batches = [_batch(docs, p, s.pack_tokens) for p in packs]
+            cost = _step_cost(shape, batches)
             trimmed = True
-        batches = [_batch(docs, p, s.pack_tokens).to(device) for p in packs]
-        step_loss_tokens = sum(b.num_loss_tokens for b in batches)
-        cost = train_step_flops(shape, [l for b in batches for l in b.doc_lengths], step_loss_tokens)
-        if s.budget_flops is not None:
-            frac = ledger.total(kind) / s.budget_flops
-        else:
-            frac = samples / s.samples
-        cur_lr = wsd_lr(lr, frac, s)
+        batches = [b.to(device) for b in batches]
+        flat = [i for p in packs for i in p]
+        step_loss_tokens = cost.num_loss_tokens
+        cur_lr = wsd_lr(lr, spent_fraction(), s)
         for g in opt.param_groups:
             g["lr"] = cur_lr
         t_step = time.perf_counter()
@@ -237,7 +254,6 @@ def train_arm(
         tokens += step_tokens
         loss_tokens += step_loss_tokens
         final_loss = loss_sum
-        done_frac = ledger.total(kind) / s.budget_flops if s.budget_flops is not None else samples / s.samples
         rec = StepRecord(
             step=steps,
             lr=cur_lr,
@@ -247,7 +263,7 @@ def train_arm(
             samples=len(flat),
             seconds=time.perf_counter() - t_step,
             flops={k: ledger.total(k) for k in ("exact", "executed", "paper", "six_nd")},
-            budget_fraction=done_frac,
+            budget_fraction=spent_fraction(),
             trimmed=trimmed,
         )
         if on_step is not None:

@@ -171,6 +171,10 @@ def _arm_record(cfg: RunConfig, arm: str, model_desc: dict, outcome: ArmOutcome 
             train_seconds=outcome.seconds,
             final_loss=outcome.final_loss,
             stopped_by=outcome.stopped_by,
+            step_seconds=outcome.step_seconds,
+            peak_flops=outcome.peak_flops,
+            mfu=outcome.mfu,
+            hfu=outcome.hfu,
         )
         if cfg.train.budget_flops is not None:
             rec["budget_used"] = led.total(cfg.train.ledger_kind) / cfg.train.budget_flops

@@ -29,6 +29,7 @@ import torch
 
 from rdistill.batch import PackedBatch
 from rdistill.flops import FlopLedger, ModelShape, train_step_flops
+from rdistill.hardware import peak_flops
 from rdistill.models import packed_loss_sum
 from rdistill.packing import MODES, pack
 
@@ -109,6 +110,8 @@ class StepRecord:
     flops: dict[str, int]
     budget_fraction: float
     trimmed: bool
+    mfu: float | None = None  # exact FLOPs of the step / seconds / device peak
+    hfu: float | None = None  # executed FLOPs of the step / seconds / device peak
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -125,6 +128,22 @@ class ArmOutcome:
     final_loss: float | None
     ledger: FlopLedger
     stopped_by: str  # "budget" | "samples" | "data"
+    step_seconds: float = 0.0  # time in optimizer steps only (no data preparation)
+    peak_flops: float | None = None
+
+    @property
+    def mfu(self) -> float | None:
+        """Exact (useful) FLOPs per second of step time over the device peak."""
+        if not self.peak_flops or not self.step_seconds:
+            return None
+        return self.ledger.total("exact") / self.step_seconds / self.peak_flops
+
+    @property
+    def hfu(self) -> float | None:
+        """Executed FLOPs per second of step time over the device peak."""
+        if not self.peak_flops or not self.step_seconds:
+            return None
+        return self.ledger.total("executed") / self.step_seconds / self.peak_flops
 
 
 Document = tuple[np.ndarray, np.ndarray]  # (input_ids, loss_mask)
@@ -195,6 +214,8 @@ def train_arm(
         betas=s.betas,
     )
     net.train()
+    peak = peak_flops(device, next(net.parameters()).dtype)
+    step_seconds = 0.0
     steps = samples = tokens = loss_tokens = 0
     final_loss, stopped_by, t0 = None, "data", time.perf_counter()
     if s.samples is not None and s.samples > len(docs):
@@ -254,6 +275,8 @@ def train_arm(
         tokens += step_tokens
         loss_tokens += step_loss_tokens
         final_loss = loss_sum
+        seconds = time.perf_counter() - t_step
+        step_seconds += seconds
         rec = StepRecord(
             step=steps,
             lr=cur_lr,
@@ -261,10 +284,12 @@ def train_arm(
             tokens=step_tokens,
             loss_tokens=step_loss_tokens,
             samples=len(flat),
-            seconds=time.perf_counter() - t_step,
+            seconds=seconds,
             flops={k: ledger.total(k) for k in ("exact", "executed", "paper", "six_nd")},
             budget_fraction=spent_fraction(),
             trimmed=trimmed,
+            mfu=cost.total("exact") / seconds / peak if peak else None,
+            hfu=cost.total("executed") / seconds / peak if peak else None,
         )
         if on_step is not None:
             on_step(rec, ledger)
@@ -284,4 +309,6 @@ def train_arm(
         final_loss=final_loss,
         ledger=ledger,
         stopped_by=stopped_by,
+        step_seconds=step_seconds,
+        peak_flops=peak,
     )

@@ -44,6 +44,14 @@ def test_budget_is_met_within_one_percent_never_above(tok, docs, kind):
     assert out.stopped_by == "budget"
 
 
+def test_steps_report_mfu_and_hfu(tok, docs):
+    net = _tiny(tok)
+    recs = []
+    out = train_arm(net, docs, TrainSettings(budget_flops=2e9, pack_tokens=512), lr=1e-3, on_step=lambda r, l: recs.append(r))
+    assert all(r.mfu > 0 and r.hfu >= r.mfu for r in recs)
+    assert out.mfu > 0 and out.hfu >= out.mfu and out.peak_flops > 0
+
+
 def test_samples_mode_sees_each_sample_once(tok, docs):
     net = _tiny(tok)
     seen = []

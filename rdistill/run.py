@@ -19,6 +19,7 @@ import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -26,10 +27,10 @@ import numpy as np
 import torch
 import transformers
 
-from rdistill import __version__
+from rdistill import __version__, curriculum
 from rdistill.data import load_pairs, write_pairs
 from rdistill.evaluate import Generation, generate_answers, summarise
-from rdistill.flops import FlopLedger, ModelShape
+from rdistill.flops import FlopLedger, ModelShape, train_step_flops
 from rdistill.io import JsonlAppender, write_json_atomic, write_text_atomic
 from rdistill.models import build_student, count_parameters
 from rdistill.schema import PairedExample
@@ -37,19 +38,9 @@ from rdistill.synth import make_splits
 from rdistill.tokenizer import encode_document, load_tokenizer
 from rdistill.train import ArmOutcome, StepRecord, TrainSettings, auto_pack_tokens, train_arm
 
-ARMS = {"ift": "ift", "reasoning": "reasoning"}
-
-
 def parse_arms(text: str | tuple[str, ...]) -> tuple[str, ...]:
-    names = tuple(a.strip() for a in (text.split(",") if isinstance(text, str) else text) if a.strip())
-    if not names:
-        raise ValueError("give at least one arm, e.g. --arms ift,reasoning")
-    bad = [a for a in names if a not in ARMS]
-    if bad:
-        raise ValueError(f"unknown arm(s) {', '.join(bad)}; available: {', '.join(ARMS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"arm listed twice in {', '.join(names)}")
-    return names
+    """Validated arm names (see rdistill.curriculum): ift, reasoning, seqNN, mixNN."""
+    return tuple(a.name for a in curriculum.parse_arms(text))
 
 
 @dataclass(frozen=True)
@@ -145,8 +136,11 @@ def _environment() -> dict:
 def _arm_record(cfg: RunConfig, arm: str, model_desc: dict, outcome: ArmOutcome | None, ledger: FlopLedger | None) -> dict:
     led = outcome.ledger if outcome is not None else ledger
     totals = {k: led.total(k) for k in ("exact", "executed", "paper", "six_nd")} if led is not None else {}
+    spec = curriculum.parse_arm(arm)
     rec = {
         "name": arm,
+        "reasoning_share": spec.share,
+        "schedule": spec.schedule,
         "model": cfg.model,
         "parameters": model_desc,
         "budget_flops": cfg.train.budget_flops,
@@ -200,29 +194,24 @@ def run(cfg: RunConfig, hooks: RunHooks | None = None) -> dict:
         "arms": [],
     }
     write_json_atomic(out / "results.json", results)
-    arm_docs = {arm: _encode(tok, train_ex, ARMS[arm]) for arm in cfg.arms}
-    for arm in cfg.arms:
-        docs = arm_docs[arm]
-        lengths = np.array([len(d[0]) for d in docs])
-        ans = np.array([int(d[1].sum()) for d in docs])
-        data_info.setdefault("tokens", {})[arm] = {
-            "mean_doc": float(lengths.mean()),
-            "mean_answer": float(ans.mean()),
-            "max_doc": int(lengths.max()),
-        }
-    if {"ift", "reasoning"} <= set(cfg.arms):
-        t = data_info["tokens"]
-        data_info["reasoning_over_ift_answer_tokens"] = t["reasoning"]["mean_answer"] / t["ift"]["mean_answer"]
+    n_examples = len(train_ex)
+    pool = _encode(tok, train_ex, "ift") + _encode(tok, train_ex, "reasoning")  # see rdistill.curriculum
+    data_info["tokens"] = {"ift": _length_stats(pool[:n_examples]), "reasoning": _length_stats(pool[n_examples:])}
+    data_info["reasoning_over_ift_answer_tokens"] = (
+        data_info["tokens"]["reasoning"]["mean_answer"] / data_info["tokens"]["ift"]["mean_answer"]
+    )
     if cfg.train.pack_tokens is None:
-        longest = max(len(d[0]) for docs in arm_docs.values() for d in docs)
+        longest = max(len(d[0]) for d in pool)
         cfg = replace(cfg, train=replace(cfg.train, pack_tokens=auto_pack_tokens(longest)))
         results["config"] = asdict(cfg)
         write_json_atomic(out / "config.json", results["config"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     max_new = cfg.max_new_tokens or _auto_max_new_tokens(tok, held)
-    for arm in cfg.arms:
+    for spec in curriculum.parse_arms(cfg.arms):
+        arm = spec.name
         net = build_student(cfg.model, len(tok), tokens=_token_ids(tok), seed=cfg.seed).to(device)
         shape = ModelShape.from_model(net)
+        planned = _planned_samples(spec, shape, pool, n_examples, cfg.train)
         desc = {**count_parameters(net), "layers": shape.num_layers, "hidden": shape.hidden_size}
         unit = "FLOPs" if cfg.train.budget_flops is not None else "samples"
         hooks.arm_started(arm, cfg.train.budget_flops or cfg.train.samples, unit)
@@ -238,7 +227,17 @@ def run(cfg: RunConfig, hooks: RunHooks | None = None) -> dict:
                 hooks.step(arm, rec, ledger)
 
             try:
-                outcome = train_arm(net, arm_docs[arm], cfg.train, lr=cfg.lr_for(arm), on_step=on_step, device=device)
+                outcome = train_arm(
+                    net,
+                    pool,
+                    cfg.train,
+                    lr=cfg.lr_for(arm),
+                    segments=partial(
+                        curriculum.segments, spec, n_examples, samples=cfg.train.samples, planned_samples=planned
+                    ),
+                    on_step=on_step,
+                    device=device,
+                )
             except BaseException as exc:
                 record = _arm_record(cfg, arm, desc, None, last_ledger[0] if last_ledger else None)
                 record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -274,6 +273,28 @@ def run(cfg: RunConfig, hooks: RunHooks | None = None) -> dict:
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_json_atomic(out / "results.json", results)
     return results
+
+
+def _length_stats(docs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    lengths = np.array([len(ids) for ids, _ in docs])
+    answers = np.array([int(mask.sum()) for _, mask in docs])
+    return {"mean_doc": float(lengths.mean()), "mean_answer": float(answers.mean()), "max_doc": int(lengths.max())}
+
+
+def _planned_samples(spec: curriculum.ArmSpec, shape: ModelShape, pool, n_examples: int, s: TrainSettings) -> int | None:
+    """Samples a FLOP budget buys at this arm's mix of formats (needed by sequential arms only)."""
+    if spec.schedule != "sequential" or s.budget_flops is None:
+        return None
+    cap = s.pack_tokens
+
+    def mean_cost(docs) -> float:
+        return float(np.mean([
+            train_step_flops(shape, [min(len(ids), cap)], int(mask[1:cap].sum())).total(s.ledger_kind)
+            for ids, mask in docs
+        ]))
+
+    per_sample = (1 - spec.share) * mean_cost(pool[:n_examples]) + spec.share * mean_cost(pool[n_examples:])
+    return max(1, int(s.budget_flops / per_sample))
 
 
 def _write_generations(path: Path, held: list[PairedExample], gens: list[Generation]) -> None:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from rdistill import curriculum
 from rdistill.batch import PackedBatch
 from rdistill.flops import FlopLedger, ModelShape, train_step_flops
 from rdistill.hardware import peak_flops
@@ -150,7 +151,7 @@ Document = tuple[np.ndarray, np.ndarray]  # (input_ids, loss_mask)
 
 
 def _epoch_steps(docs: Sequence[Document], order: np.ndarray, s: TrainSettings, rng: np.random.Generator):
-    """Steps of one pass over ``order``: lists of packs, each pack a list of document indices."""
+    """Steps of one segment: lists of packs, each pack a list of document indices, packs shuffled."""
     lengths = [len(docs[i][0]) for i in order]
     plan = pack(lengths, s.pack_tokens, mode=s.pack_mode, overflow=s.overflow)
     packs = [[int(order[j]) for j in p] for p in plan.packs]
@@ -192,10 +193,15 @@ def train_arm(
     s: TrainSettings,
     *,
     lr: float,
+    segments: Callable[[np.random.Generator], Iterator[np.ndarray]] | None = None,
     on_step: Callable[[StepRecord, FlopLedger], None] | None = None,
     device: torch.device | str = "cpu",
 ) -> ArmOutcome:
-    """Train ``net`` in place on ``docs`` until the budget (or sample count) is spent."""
+    """Train ``net`` in place on ``docs`` until the budget (or sample count) is spent.
+
+    ``segments(rng)`` yields arrays of indices into ``docs``, each packed and trained on its own before
+    the next (rdistill.curriculum makes them for an arm); by default, epochs over all of ``docs``.
+    """
     if not docs:
         raise ValueError("no training documents")
     if s.pack_tokens is None:
@@ -218,22 +224,16 @@ def train_arm(
     step_seconds = 0.0
     steps = samples = tokens = loss_tokens = 0
     final_loss, stopped_by, t0 = None, "data", time.perf_counter()
-    if s.samples is not None and s.samples > len(docs):
-        raise ValueError(f"--samples {s.samples} is more than the {len(docs)} training examples available")
+
+    def _all_docs(rng: np.random.Generator) -> Iterator[np.ndarray]:
+        return curriculum.segments(curriculum.ArmSpec("all", 0.0, "mixed"), len(docs), rng, samples=s.samples)
 
     def spent_fraction() -> float:
         return ledger.total(kind) / s.budget_flops if s.budget_flops is not None else samples / s.samples
 
     def step_stream() -> Iterator[list[list[int]]]:
-        epoch = 0
-        while True:
-            order = rng.permutation(len(docs))
-            if s.samples is not None:
-                if epoch:
-                    return
-                order = order[: s.samples]
-            yield from _epoch_steps(docs, order, s, rng)
-            epoch += 1
+        for ids in (segments or _all_docs)(rng):
+            yield from _epoch_steps(docs, ids, s, rng)
 
     for packs in step_stream():
         batches = [_batch(docs, p, s.pack_tokens) for p in packs]

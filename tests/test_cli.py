@@ -108,3 +108,16 @@ def test_data_synth_writes_the_released_schema(tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 200 and {"prompt", "ift", "reasoning"} <= set(rows[0])
     assert "math-oe" in res.output and "reasoning / ift" in res.output
+
+
+def test_curriculum_arms_train_to_the_same_budget(tmp_path):
+    out = tmp_path / "run"
+    res = _train(out, "--arms", "seq50,mix25", "--no-eval")
+    assert res.exit_code == 0, res.output
+    arms = json.loads((out / "results.json").read_text())["arms"]
+    assert [(a["name"], a["reasoning_share"], a["schedule"]) for a in arms] == [
+        ("seq50", 0.5, "sequential"),
+        ("mix25", 0.25, "mixed"),
+    ]
+    for a in arms:
+        assert 0.99 * 3e11 <= a["flops"]["exact"] <= 3e11

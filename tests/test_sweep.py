@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+import rdistill.sweep as sweep_mod
+from rdistill.report import write_report
+from rdistill.run import RunConfig
+from rdistill.sweep import grid, run_sweep
+from rdistill.train import TrainSettings
+
+
+def _base(tmp_path):
+    return RunConfig(
+        out=str(tmp_path / "unused"),
+        train=TrainSettings(budget_flops=1.0, pack_tokens=512),
+        synth_train=300,
+        synth_eval=8,
+        max_new_tokens=12,
+    )
+
+
+def test_grid_order_and_validation():
+    pts = grid(("tiny", "small"), ("ift", "seq50"), (1e12, 3e11))
+    assert [(p.budget, p.model, p.arm) for p in pts[:2]] == [(3e11, "tiny", "ift"), (3e11, "tiny", "seq50")]
+    assert len(pts) == 8
+    with pytest.raises(ValueError, match="unknown arm"):
+        grid(("tiny",), ("poetry",), (1e12,))
+
+
+def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    study = tmp_path / "study"
+    pts = grid(("no-such-model", "tiny"), ("ift",), (2e10,))
+    manifest = run_sweep(study, pts, _base(tmp_path))
+    status = {p["model"]: p["status"] for p in manifest["points"]}
+    assert status == {"no-such-model": "failed", "tiny": "complete"}
+    saved = json.loads((study / "sweep.json").read_text())
+    assert "neither a preset" in saved["points"][0]["error"]
+
+
+def test_interrupted_sweep_resumes_and_skips_finished_points(tmp_path, monkeypatch):
+    study = tmp_path / "study"
+    pts = grid(("tiny",), ("ift", "reasoning", "seq50"), (2e10,))
+    real_run = sweep_mod.run
+    calls = []
+
+    def interrupt_second(cfg, hooks=None):
+        calls.append(cfg.arms[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(cfg, hooks)
+
+    monkeypatch.setattr(sweep_mod, "run", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(study, pts, _base(tmp_path))
+    assert json.loads((study / "sweep.json").read_text())["points"][1]["status"] == "interrupted"
+    monkeypatch.setattr(sweep_mod, "run", real_run)
+    seen = []
+    manifest = run_sweep(study, pts, _base(tmp_path), on_point=lambda p, st, i, n: seen.append((p.arm, st)))
+    assert ("ift", "skipped") in seen and ("reasoning", "started") in seen and ("seq50", "complete") in seen
+    assert [p["status"] for p in manifest["points"]] == ["complete"] * 3
+    # a report from this tiny real sweep
+    report = write_report(study)
+    text = report.read_text()
+    assert "ift" in text and "reasoning" in text and "seq50" in text
+    pngs = list(report.parent.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)

@@ -97,7 +97,7 @@ def _pct(v: float | None) -> str:
 def _summary_tables(results: dict) -> list[Table]:
     """Training (compute) and evaluation (accuracy) summaries, one row per arm."""
     train = Table(title="training FLOPs: exact (useful), executed, paper formula, 6ND")
-    for col in ("arm", "steps", "samples", "tokens", "exact", "executed", "paper", "6ND", "of budget"):
+    for col in ("arm", "steps", "samples", "tokens", "exact", "executed", "paper", "6ND", "of budget", "MFU"):
         train.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
     for a in results["arms"]:
         fl = a["flops"]
@@ -106,6 +106,7 @@ def _summary_tables(results: dict) -> list[Table]:
             a["name"] + status, str(a.get("steps", "-")), str(a.get("samples", "-")),
             _sci(a.get("train_tokens")), _sci(fl.get("exact")), _sci(fl.get("executed")),
             _sci(fl.get("paper")), _sci(fl.get("six_nd")), _pct(a.get("budget_used")),
+            "unknown" if a.get("mfu") is None else _pct(a["mfu"]),
         )
     tables = [train]
     arms = [a for a in results["arms"] if a.get("eval")]
@@ -126,12 +127,57 @@ def _summary_tables(results: dict) -> list[Table]:
     return tables
 
 
+def _quiet_libraries(threads: int | None) -> None:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _make_config(out: Path, *, budget, samples, budget_kind, arms, model, tokenizer=None, data=None, eval_data=None,
+                 columns=None, skip_bad_rows=False, lr=3e-3, lr_ift=None, lr_reasoning=None, warmup=0.05, decay=0.3,
+                 pack_tokens=None, pack_mode="bf", packs_per_step=1, overflow="error", difficulty=2,
+                 train_size=20000, eval_size=200, max_new_tokens=None, evaluate=True, seed=0):
+    """The RunConfig of the command-line options; ValueError on bad ones."""
+    from rdistill.data import parse_column_map
+    from rdistill.run import RunConfig, parse_arms
+    from rdistill.train import TrainSettings
+
+    settings = TrainSettings(
+        budget_flops=budget, budget_kind=budget_kind, samples=samples, pack_tokens=pack_tokens,
+        pack_mode=pack_mode, packs_per_step=packs_per_step, warmup_frac=warmup, decay_frac=decay,
+        overflow=overflow, seed=seed,
+    )
+    return RunConfig(
+        out=str(out),
+        train=settings,
+        model=model,
+        tokenizer=tokenizer,
+        arms=parse_arms(arms),
+        lr=lr,
+        arm_lr={k: v for k, v in (("ift", lr_ift), ("reasoning", lr_reasoning)) if v is not None},
+        data=str(data) if data else None,
+        eval_data=str(eval_data) if eval_data else None,
+        columns=parse_column_map(columns) if columns else None,
+        skip_bad_rows=skip_bad_rows,
+        synth_train=train_size,
+        synth_eval=eval_size,
+        difficulty=difficulty,
+        eval_size=eval_size,
+        max_new_tokens=max_new_tokens,
+        evaluate=evaluate,
+        seed=seed,
+    )
+
+
 @app.command()
 def train(
     budget: Annotated[Optional[float], typer.Option(help="FLOP budget per arm, e.g. 1e13. Each arm stops when its count reaches it.")] = None,
     samples: Annotated[Optional[int], typer.Option(help="The paper's mode instead of --budget: this many samples per arm, one epoch, FLOPs reported.")] = None,
     budget_kind: Annotated[str, typer.Option(help="Which count the budget is compared with: exact (what the kernels do usefully), paper (its formula) or 6nd.")] = "exact",
-    arms: Annotated[str, typer.Option(help="Comma-separated arms: ift, reasoning.")] = "ift,reasoning",
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: ift, reasoning, seqNN (IFT first, then NN% reasoning), mixNN (NN% reasoning shuffled in).")] = "ift,reasoning",
     model: Annotated[str, typer.Option(help="Student preset (tiny, small, base; see `rdistill models`) or a local Hugging Face checkpoint folder.")] = "tiny",
     tokenizer: Annotated[Optional[str], typer.Option(help="Local Hugging Face tokenizer folder. Default: the checkpoint's own, else the built-in one (for the synthetic data).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Paired data (jsonl, json, parquet or a saved HF dataset folder) with columns prompt, ift, reasoning. Default: the built-in synthetic teacher.")] = None,
@@ -158,61 +204,26 @@ def train(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
 ) -> None:
     """Train every arm to the same FLOP budget (or sample count), evaluate, and write a run folder."""
-    import torch
+    from rdistill.run import run
+    from rdistill.train import NonFiniteLoss
 
-    from rdistill.run import RunConfig, parse_arms, run
-    from rdistill.train import NonFiniteLoss, TrainSettings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    if threads:
-        torch.set_num_threads(threads)
+    _quiet_libraries(threads)
+    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     try:
-        arm_names = parse_arms(arms)
-        settings = TrainSettings(
-            budget_flops=budget,
-            budget_kind=budget_kind,
-            samples=samples,
-            pack_tokens=pack_tokens,
-            pack_mode=pack_mode,
-            packs_per_step=packs_per_step,
-            warmup_frac=warmup,
-            decay_frac=decay,
-            overflow=overflow,
-            seed=seed,
+        cfg = _make_config(
+            out, budget=budget, samples=samples, budget_kind=budget_kind, arms=arms, model=model,
+            tokenizer=tokenizer, data=data, eval_data=eval_data, columns=columns, skip_bad_rows=skip_bad_rows,
+            lr=lr, lr_ift=lr_ift, lr_reasoning=lr_reasoning, warmup=warmup, decay=decay,
+            pack_tokens=pack_tokens, pack_mode=pack_mode, packs_per_step=packs_per_step, overflow=overflow,
+            difficulty=difficulty, train_size=train_size, eval_size=eval_size,
+            max_new_tokens=max_new_tokens, evaluate=not no_eval, seed=seed,
         )
-        from rdistill.data import parse_column_map
-
-        column_map = parse_column_map(columns) if columns else None
     except ValueError as e:
         _fail(str(e))
-    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             _fail(f"{out} exists and is not empty; choose another --out or pass --overwrite")
         shutil.rmtree(out)
-    arm_lr = {k: v for k, v in (("ift", lr_ift), ("reasoning", lr_reasoning)) if v is not None}
-    cfg = RunConfig(
-        out=str(out),
-        train=settings,
-        model=model,
-        tokenizer=tokenizer,
-        arms=arm_names,
-        lr=lr,
-        arm_lr=arm_lr,
-        data=str(data) if data else None,
-        eval_data=str(eval_data) if eval_data else None,
-        columns=column_map,
-        skip_bad_rows=skip_bad_rows,
-        synth_train=train_size,
-        synth_eval=eval_size,
-        difficulty=difficulty,
-        eval_size=eval_size,
-        max_new_tokens=max_new_tokens,
-        evaluate=not no_eval,
-        seed=seed,
-    )
     console.print(f"run folder: [bold]{out}[/]")
     try:
         with _ProgressHooks() as hooks:
@@ -244,6 +255,78 @@ def models() -> None:
         table.add_row(name, str(p.num_hidden_layers), str(p.hidden_size), f"{p.num_attention_heads}/{p.num_key_value_heads}",
                       str(p.intermediate_size), f"{n:,}", p.description)
     Console().print(table)
+
+
+@app.command()
+def sweep(
+    out: Annotated[Path, typer.Option(help="Study folder; a rerun resumes it, skipping finished points.")],
+    budgets: Annotated[str, typer.Option(help="Comma-separated FLOP budgets, e.g. 3e12,1e13,3e13.")],
+    models: Annotated[str, typer.Option(help="Comma-separated presets or checkpoint folders.")] = "tiny,small",
+    arms: Annotated[str, typer.Option(help="Comma-separated arms (ift, reasoning, seqNN, mixNN).")] = "ift,reasoning,seq50",
+    budget_kind: Annotated[str, typer.Option(help="exact, paper or 6nd.")] = "exact",
+    data: Annotated[Optional[Path], typer.Option(help="Paired data; default: the built-in synthetic teacher.")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Held-out paired data.")] = None,
+    columns: Annotated[Optional[str], typer.Option(help="Column mapping, e.g. 'prompt=question'.")] = None,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of every point.")] = 3e-3,
+    pack_tokens: Annotated[Optional[int], typer.Option(help="Tokens per packed row (default: automatic).")] = None,
+    difficulty: Annotated[int, typer.Option(help="Synthetic data difficulty, 1-5.")] = 2,
+    train_size: Annotated[int, typer.Option(help="Synthetic training examples.")] = 20000,
+    eval_size: Annotated[int, typer.Option(help="Held-out examples.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed shared by every point.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+) -> None:
+    """Run a grid of students x arms x budgets into one study folder, then write its report."""
+    from rdistill.report import StudyError, write_report
+    from rdistill.sweep import grid, run_sweep
+
+    _quiet_libraries(threads)
+    try:
+        budget_list = tuple(float(b) for b in budgets.split(",") if b.strip())
+        model_list = tuple(m.strip() for m in models.split(",") if m.strip())
+        points = grid(model_list, tuple(arms.split(",")), budget_list)
+        base = _make_config(
+            out, budget=budget_list[0], samples=None, budget_kind=budget_kind, arms=arms, model=model_list[0],
+            data=data, eval_data=eval_data, columns=columns, lr=lr, pack_tokens=pack_tokens,
+            difficulty=difficulty, train_size=train_size, eval_size=eval_size, seed=seed,
+        )
+    except ValueError as e:
+        _fail(str(e))
+
+    def on_point(point, status, i, n):
+        label = f"[{i + 1}/{n}] {point.model} {point.arm} {point.budget:.2e}"
+        color = {"complete": "green", "failed": "red", "skipped": "dim"}.get(status, "bold")
+        console.print(f"[{color}]{status}[/] {label}")
+
+    try:
+        manifest = run_sweep(out, points, base, on_point=on_point)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: rerun the same command to resume {out}")
+        raise typer.Exit(130)
+    failed = [p for p in manifest["points"] if p["status"] == "failed"]
+    for p in failed:
+        console.print(f"[red]failed[/] {p['dir']}: {p['error']}")
+    try:
+        report = write_report(out)
+    except StudyError as e:
+        _fail(str(e))
+    console.print(f"report: {report}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    study: Annotated[Path, typer.Argument(help="A study folder (run folders with results.json, found recursively).")],
+    ceiling: Annotated[float, typer.Option(help="Accuracy ceiling for the fits (the teacher's accuracy; 1.0 for the built-in data).")] = 1.0,
+) -> None:
+    """Write STUDY/report/report.md and its PNG plots: Pareto fronts, fits, compute-equivalent statements."""
+    from rdistill.report import StudyError, write_report
+
+    try:
+        path = write_report(study, ceiling=ceiling)
+    except StudyError as e:
+        _fail(str(e))
+    console.print(f"report: {path}")
 
 
 @data_app.command("synth")

@@ -121,3 +121,13 @@ def test_curriculum_arms_train_to_the_same_budget(tmp_path):
     ]
     for a in arms:
         assert 0.99 * 3e11 <= a["flops"]["exact"] <= 3e11
+
+
+def test_report_on_a_folder_without_runs_says_so(tmp_path):
+    res = runner.invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "results.json" in res.output
+
+
+def test_sweep_rejects_bad_grids(tmp_path):
+    res = runner.invoke(app, ["sweep", "--out", str(tmp_path / "s"), "--budgets", "1e12", "--arms", "ift,poetry"])
+    assert res.exit_code == 2 and "unknown arm" in res.output

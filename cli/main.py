@@ -329,6 +329,115 @@ def report(
     console.print(f"report: {path}")
 
 
+@app.command()
+def flops(
+    model: Annotated[str, typer.Option(help="Student: a preset, a paper shape (qwen2.5-0.5b ... qwen2.5-14b; counted, not built) or a local checkpoint/config folder.")] = "tiny",
+    arm: Annotated[str, typer.Option(help="Which answers to count: ift or reasoning.")] = "reasoning",
+    lengths: Annotated[Optional[str], typer.Option(help="Count a length distribution instead of data: ift-like or reasoning-like.")] = None,
+    num_docs: Annotated[int, typer.Option(help="Documents to count (from the data or the distribution).")] = 2000,
+    data: Annotated[Optional[Path], typer.Option(help="Paired data file; default: the built-in synthetic data.")] = None,
+    columns: Annotated[Optional[str], typer.Option(help="Column mapping for --data.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer folder (default: built-in, or the checkpoint's).")] = None,
+    pack_tokens: Annotated[Optional[int], typer.Option(help="Pack capacity (default: automatic).")] = None,
+    measure: Annotated[bool, typer.Option(help="Also run FlopCounterMode on a real forward+backward of a few packs (CPU; students that can be built).")] = True,
+    max_packs: Annotated[int, typer.Option(help="Packs measured by FlopCounterMode.")] = 2,
+    prompt_len: Annotated[Optional[int], typer.Option(help="Inference breakdown: prompt tokens (default: the data's mean).")] = None,
+    gen_len: Annotated[Optional[int], typer.Option(help="Inference breakdown: generated tokens (default: the data's mean answer).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")] = False,
+) -> None:
+    """Training and inference FLOPs by every count, side by side, and why they disagree."""
+    import json as json_mod
+
+    import numpy as np
+
+    from rdistill.flops import ModelShape
+    from rdistill.flops_report import DISAGREEMENTS, count, inference_table, measure_sample, sample_lengths
+    from rdistill.models import QWEN25_SHAPES, build_student, shape_config
+    from rdistill.train import auto_pack_tokens
+
+    _quiet_libraries(None)
+    if arm not in ("ift", "reasoning"):
+        _fail(f"--arm must be ift or reasoning, got {arm!r}")
+    docs_tokens = None
+    net = None
+    try:
+        if lengths is not None:
+            docs = sample_lengths(lengths, num_docs)
+            source = f"{num_docs} documents drawn from the {lengths} distribution"
+        else:
+            from rdistill.run import _default_tokenizer
+            from rdistill.tokenizer import encode_document, load_tokenizer
+
+            if data is not None:
+                from rdistill.data import load_pairs, parse_column_map
+
+                examples = load_pairs(data, columns=parse_column_map(columns) if columns else None, limit=num_docs).examples
+                source = f"{len(examples)} rows of {data}"
+            else:
+                from rdistill.synth import make_splits
+
+                examples, _ = make_splits(num_docs, 1)
+                source = f"{len(examples)} built-in synthetic examples"
+            tok = load_tokenizer(tokenizer or _default_tokenizer(model))
+            docs_tokens = [encode_document(tok, e.prompt, getattr(e, arm)) for e in examples]
+            docs = [(len(ids), min(len(ids) - 1, sum(mask))) for ids, mask in docs_tokens]
+        if model in QWEN25_SHAPES:
+            shape = ModelShape.from_config(shape_config(model))
+        else:
+            vocab = len(tok) if docs_tokens is not None else 512
+            net = build_student(model, vocab)
+            shape = ModelShape.from_model(net)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    cap = pack_tokens or auto_pack_tokens(max(l for l, _ in docs))
+    rep = count(shape, docs, cap)
+    if measure and net is not None and docs_tokens is not None:
+        rep.measured["flop_counter"], rep.measured_ledger["executed"] = measure_sample(
+            net, shape, docs_tokens, cap, max_packs
+        )
+    p_len = prompt_len or max(1, round(float(np.mean([l - a for l, a in docs]))))
+    g_len = gen_len or max(1, round(float(np.mean([a for _, a in docs]))))
+    inference = inference_table(shape, p_len, g_len)
+    result = {
+        "model": model,
+        "arm": arm,
+        "source": source,
+        "pack_tokens": cap,
+        "parameters": {"total": shape.params_total, "non_embedding": shape.params_non_embedding},
+        **rep.to_dict(),
+        "inference": {"prompt_tokens": p_len, "generated_tokens": g_len, **inference},
+        "disagreements": dict(DISAGREEMENTS),
+    }
+    if as_json:
+        typer.echo(json_mod.dumps(result, indent=2))
+        return
+    out = Console()
+    t = Table(title=f"training FLOPs: {model}, {arm} answers, {source}, {rep.num_packs} packs of {cap} tokens")
+    for col in ("component", "exact", "executed", "paper", "paper / exact"):
+        t.add_column(col, justify="left" if col == "component" else "right")
+    for row in result["rows"]:
+        ratio = "-" if not row["exact"] else f"{row['paper'] / row['exact']:.2f}x"
+        t.add_row(row["component"], _sci(row["exact"]), _sci(row["executed"]), _sci(row["paper"]), ratio)
+    total = result["rows"][-1]
+    t.add_row("6ND (all parameters)", "", "", _sci(total["six_nd"]), f"{total['six_nd'] / total['exact']:.2f}x")
+    t.add_row("6ND (no embedding)", "", "", _sci(total["six_nd_non_embedding"]),
+              f"{total['six_nd_non_embedding'] / total['exact']:.2f}x")
+    out.print(t)
+    if rep.measured:
+        m, led = rep.measured["flop_counter"], rep.measured_ledger["executed"]
+        out.print(f"FlopCounterMode on {max_packs} packs (forward+backward, MATH SDPA): {m:.4e} measured, "
+                  f"{led:.4e} in the ledger's executed count ({100 * (m - led) / led:+.4f}%)")
+    inf = Table(title=f"inference FLOPs per query: {p_len} prompt + {g_len} generated tokens, KV cache")
+    for col in ("count", "FLOPs", "paper / exact"):
+        inf.add_column(col, justify="left" if col == "count" else "right")
+    inf.add_row("exact", _sci(inference["exact"]), "1.00x")
+    inf.add_row("paper (prefill + decode)", _sci(inference["paper"]), f"{inference['paper'] / inference['exact']:.2f}x")
+    out.print(inf)
+    out.print("[bold]Why the counts disagree[/]")
+    for name, why in DISAGREEMENTS:
+        out.print(f"- {name}: {why}")
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Folder for train.jsonl and eval.jsonl.")] = Path("data/synthetic"),

@@ -43,6 +43,28 @@ PRESETS: dict[str, StudentPreset] = {
 }
 
 
+# Shapes of the paper's students (Qwen2.5 base models), for counting FLOPs without building them.
+QWEN25_SHAPES: dict[str, dict] = {
+    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                         intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-3b": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                       intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                       intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    "qwen2.5-14b": dict(hidden_size=5120, num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8,
+                        intermediate_size=13824, vocab_size=152064, tie_word_embeddings=False),
+}
+
+
+def shape_config(name: str) -> PretrainedConfig:
+    """The transformers config of one of the paper's student shapes (``QWEN25_SHAPES``)."""
+    if name not in QWEN25_SHAPES:
+        raise ValueError(f"unknown shape {name!r}; choose one of {', '.join(QWEN25_SHAPES)}")
+    return AutoConfig.for_model("qwen2", use_sliding_window=False, **QWEN25_SHAPES[name])
+
+
 def preset_config(name: str, vocab_size: int, *, max_position_embeddings: int = 4096, **tokens) -> PretrainedConfig:
     """The transformers Qwen2Config of a preset, for a tokenizer of ``vocab_size`` tokens."""
     if name not in PRESETS:

@@ -1,0 +1,109 @@
+"""One prepared GPU check: the kernels' GPU tests in bf16 and their benchmarks, everything under OUT_DIR.
+
+    python benchmarks/gpu_check.py OUT_DIR [--budget-s 480]
+
+Each section is a function ``(out_dir, budget_s) -> str`` (a one-line verdict) that writes its
+files, named after itself, into OUT_DIR; ``SECTIONS`` lists them with their share of the budget. The
+whole check is sized for under 8 minutes, and the device tool brings back at most 8 files: fused_ce
+writes four (pytest log, benchmark log, CSV, markdown) and this script one summary, gpu_check.md.
+Issue 5 (varlen attention) adds its section to ``SECTIONS`` and rebalances the shares. On a machine
+without CUDA the script says so and exits 0.
+
+On a lent GPU machine (torch and triton are there; liger-kernel and cut-cross-entropy are not, and
+nothing can be downloaded there), carry the two baselines as wheels in an ignored folder ``.whl`` and
+install the checkout first, in one command:
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;
+    python3 -m pip install -q --no-deps --no-build-isolation -e . && python3 benchmarks/gpu_check.py $OUT
+
+Without the wheels the benchmark skips those two baselines and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run_logged(cmd: list[str], log: Path, timeout_s: float) -> int | str:
+    """Run ``cmd`` in the repository with the Triton interpreter off, output to ``log``; exit code or
+    'timed out'."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        try:
+            return subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            f.write(f"\n[gpu_check] timed out after {timeout_s:.0f} s\n")
+            return "timed out"
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    return " | ".join(path.read_text().strip().splitlines()[-lines:]) if path.exists() else ""
+
+
+def fused_ce(out_dir: Path, budget_s: float) -> str:
+    """bf16 tests of the fused linear cross-entropy (tests/test_fused_ce_triton.py::TestGpu), then
+    benchmarks/fused_ce.py on the GPU with what is left of the budget."""
+    start = time.monotonic()
+    log = out_dir / "fused_ce.pytest.log"
+    rc = _run_logged(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fused_ce_triton.py", "-k", "TestGpu"],
+        log, timeout_s=0.45 * budget_s,
+    )
+    tests = f"tests: {'passed' if rc == 0 else f'FAILED ({rc})'} [{_tail(log, 1)}]"
+    left = budget_s - (time.monotonic() - start)
+    bench_log = out_dir / "fused_ce.bench.log"
+    bench_rc = _run_logged(
+        [sys.executable, "benchmarks/fused_ce.py", "--device", "cuda", "--out-dir", str(out_dir),
+         "--time-budget-s", f"{max(left - 90, 30):.0f}"],
+        bench_log, timeout_s=max(left, 60),
+    )
+    return f"{tests}; benchmark: {'done' if bench_rc == 0 else f'FAILED ({bench_rc})'} (see fused_ce.gpu.md)"
+
+
+SECTIONS: list[tuple[str, Callable[[Path, float], str], float]] = [
+    ("fused_ce", fused_ce, 1.0),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="GPU tests and benchmarks of the Triton kernels, one script.")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--budget-s", type=float, default=460.0, help="whole check, seconds (keep under 8 minutes)")
+    parser.add_argument("--only", nargs="+", help="run only these sections")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device on this machine; nothing to run (the CPU tests cover the interpreter).")
+        return 0
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    sections = [s for s in SECTIONS if not args.only or s[0] in args.only]
+    total_share = sum(share for _, _, share in sections)
+    summary = [f"# gpu_check on {torch.cuda.get_device_name()}, torch {torch.__version__}", ""]
+    for name, fn, share in sections:
+        budget = args.budget_s * share / total_share
+        t0 = time.monotonic()
+        try:
+            verdict = fn(args.out_dir, budget)
+        except Exception as e:  # a broken section must not hide the others' results
+            verdict = f"section raised {type(e).__name__}: {e}"
+        line = f"- {name} ({time.monotonic() - t0:.0f} s of {budget:.0f}): {verdict}"
+        print(line, flush=True)
+        summary.append(line)
+    (args.out_dir / "gpu_check.md").write_text("\n".join(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,11 +3,10 @@
     python benchmarks/gpu_check.py OUT_DIR [--budget-s 480]
 
 Each section is a function ``(out_dir, budget_s) -> str`` (a one-line verdict) that writes its
-files, named after itself, into OUT_DIR; ``SECTIONS`` lists them with their share of the budget. The
-whole check is sized for under 8 minutes, and the device tool brings back at most 8 files: fused_ce
-writes four (pytest log, benchmark log, CSV, markdown) and this script one summary, gpu_check.md.
-Issue 5 (varlen attention) adds its section to ``SECTIONS`` and rebalances the shares. On a machine
-without CUDA the script says so and exits 0.
+files, named after itself, into a work folder; ``SECTIONS`` lists them with their share of the budget.
+The whole check is sized for under 8 minutes. The device tool brings back at most 8 files, so OUT_DIR
+ends with the summary gpu_check.md, the sections' markdown tables, and gpu_check_files.tar.gz holding
+every log and CSV. On a machine without CUDA the script says so and exits 0.
 
 On a lent GPU machine (torch and triton are there; liger-kernel and cut-cross-entropy are not, and
 nothing can be downloaded there), carry the two baselines as wheels in an ignored folder ``.whl`` and
@@ -23,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -70,9 +70,23 @@ def fused_ce(out_dir: Path, budget_s: float) -> str:
     return f"{tests}; benchmark: {'done' if bench_rc == 0 else f'FAILED ({bench_rc})'} (see fused_ce.gpu.md)"
 
 
+def attention(out_dir: Path, budget_s: float) -> str:
+    """bf16 tests of the varlen attention (tests/test_attention_triton.py::TestGPU), then
+    benchmarks/attention.py (the issue's bar case first): benchmarks/attention.py's gpu_section."""
+    from attention import gpu_section  # benchmarks/ is on sys.path when this runs as a script
+
+    gpu_section(out_dir, budget_s)
+    log = out_dir / "attention_pytest.txt"
+    return f"tests: [{_tail(log, 1)}]; benchmark: see attention.md"
+
+
 SECTIONS: list[tuple[str, Callable[[Path, float], str], float]] = [
-    ("fused_ce", fused_ce, 1.0),
+    ("fused_ce", fused_ce, 0.45),
+    ("attention", attention, 0.55),
 ]
+# what comes back from a device run as plain files; everything else travels in one archive, since
+# the device tool returns at most 8 files
+TOP_LEVEL_FILES = ("gpu_check.md", "fused_ce.gpu.md", "attention.md")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device on this machine; nothing to run (the CPU tests cover the interpreter).")
         return 0
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    work = args.out_dir / "work"
+    work.mkdir(exist_ok=True)
     sections = [s for s in SECTIONS if not args.only or s[0] in args.only]
     total_share = sum(share for _, _, share in sections)
     summary = [f"# gpu_check on {torch.cuda.get_device_name()}, torch {torch.__version__}", ""]
@@ -95,13 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         budget = args.budget_s * share / total_share
         t0 = time.monotonic()
         try:
-            verdict = fn(args.out_dir, budget)
+            verdict = fn(work, budget)
         except Exception as e:  # a broken section must not hide the others' results
             verdict = f"section raised {type(e).__name__}: {e}"
         line = f"- {name} ({time.monotonic() - t0:.0f} s of {budget:.0f}): {verdict}"
         print(line, flush=True)
         summary.append(line)
-    (args.out_dir / "gpu_check.md").write_text("\n".join(summary) + "\n")
+    (work / "gpu_check.md").write_text("\n".join(summary) + "\n")
+    for name in TOP_LEVEL_FILES:
+        if (work / name).exists():
+            shutil.copy(work / name, args.out_dir / name)
+    shutil.make_archive(str(args.out_dir / "gpu_check_files"), "gztar", root_dir=work)
+    shutil.rmtree(work)
     return 0
 
 

@@ -6,11 +6,15 @@ library's FLOP ledger can count every call without importing anything back from 
 """
 
 from .fused_linear_ce import fused_linear_cross_entropy, linear_ce_flops
+from .fused_linear_ce import resolve_impl as resolve_ce_impl
+from .varlen_attention import resolve_impl as resolve_attention_impl
 from .varlen_attention import varlen_attention, varlen_attention_flops
 
 __all__ = [
     "fused_linear_cross_entropy",
     "linear_ce_flops",
+    "resolve_attention_impl",
+    "resolve_ce_impl",
     "varlen_attention",
     "varlen_attention_flops",
 ]

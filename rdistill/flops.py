@@ -264,12 +264,15 @@ def train_step_flops(
     attn_impl: str = "torch",
     ce_impl: str = "torch",
     ce_reduction: str = "sum",
+    attn_dtype: Any = None,
 ) -> StepFlops:
     """FLOPs of one forward + backward on a packed batch (see the module docstring for every formula).
 
     ``doc_lengths`` and ``num_loss_tokens`` are a PackedBatch's host fields; ``attn_impl``, ``ce_impl``
     and ``ce_reduction`` are what the step passes to ``varlen_attention`` and
-    ``fused_linear_cross_entropy`` (``packed_loss_sum`` uses reduction="sum").
+    ``fused_linear_cross_entropy`` (``packed_loss_sum`` uses reduction="sum"), resolved (not "auto").
+    ``attn_dtype`` is the activations' dtype, which sets the Triton attention's tile sizes and so its
+    executed count; the useful counts depend on neither.
     """
     lengths = [int(l) for l in doc_lengths]
     if not lengths or min(lengths) < 1:
@@ -279,7 +282,8 @@ def train_step_flops(
         raise ValueError(f"num_loss_tokens={num_loss_tokens} must lie in [0, {tokens}] (the batch's tokens)")
     s = shape
     projections, mlp = _dense_forward(s, tokens)
-    attn = varlen_attention_flops(lengths, s.num_heads_q, s.head_dim, causal=True, impl=attn_impl)
+    attn_kw = {"dtype": attn_dtype} if attn_dtype is not None else {}
+    attn = varlen_attention_flops(lengths, s.num_heads_q, s.head_dim, causal=True, impl=attn_impl, **attn_kw)
     head = linear_ce_flops(num_loss_tokens, s.hidden_size, s.vocab_size, reduction=ce_reduction, impl=ce_impl)
 
     def counted(kind: str) -> dict[str, int]:

@@ -31,6 +31,7 @@ from rdistill import curriculum
 from rdistill.batch import PackedBatch
 from rdistill.flops import FlopLedger, ModelShape, train_step_flops
 from rdistill.hardware import peak_flops
+from rdistill.kernels import resolve_attention_impl, resolve_ce_impl
 from rdistill.models import packed_loss_sum
 from rdistill.packing import MODES, pack
 
@@ -161,9 +162,9 @@ def _epoch_steps(docs: Sequence[Document], order: np.ndarray, s: TrainSettings, 
         yield packs[i : i + s.packs_per_step]
 
 
-def _step_cost(shape: ModelShape, batches: list[PackedBatch]):
+def _step_cost(shape: ModelShape, batches: list[PackedBatch], impls: dict):
     return train_step_flops(
-        shape, [n for b in batches for n in b.doc_lengths], sum(b.num_loss_tokens for b in batches)
+        shape, [n for b in batches for n in b.doc_lengths], sum(b.num_loss_tokens for b in batches), **impls
     )
 
 
@@ -220,7 +221,13 @@ def train_arm(
         betas=s.betas,
     )
     net.train()
-    peak = peak_flops(device, next(net.parameters()).dtype)
+    dtype = next(net.parameters()).dtype
+    peak = peak_flops(device, dtype)
+    impls = {  # what the kernels will run, so that the ledger's executed count is theirs
+        "attn_impl": resolve_attention_impl("auto", device, head_dim=shape.head_dim, dtype=dtype),
+        "ce_impl": resolve_ce_impl("auto", device),
+        "attn_dtype": dtype,
+    }
     step_seconds = 0.0
     steps = samples = tokens = loss_tokens = 0
     final_loss, stopped_by, t0 = None, "data", time.perf_counter()
@@ -237,7 +244,7 @@ def train_arm(
 
     for packs in step_stream():
         batches = [_batch(docs, p, s.pack_tokens) for p in packs]
-        cost = _step_cost(shape, batches)
+        cost = _step_cost(shape, batches, impls)
         trimmed = False
         if s.budget_flops is not None and ledger.total(kind) + cost.total(kind) > s.budget_flops:
             packs = _trim_to_budget(shape, docs, packs, s.budget_flops - ledger.total(kind), kind, s.pack_tokens)
@@ -245,7 +252,7 @@ def train_arm(
                 stopped_by = "budget"
                 break
             batches = [_batch(docs, p, s.pack_tokens) for p in packs]
-            cost = _step_cost(shape, batches)
+            cost = _step_cost(shape, batches, impls)
             trimmed = True
         batches = [b.to(device) for b in batches]
         flat = [i for p in packs for i in p]

@@ -9,7 +9,6 @@ actual prompt and output lengths, by the exact count and by the paper's prefill 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass

@@ -30,7 +30,6 @@ import math
 import os
 import re
 import statistics
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rdistill import __version__
-from rdistill.io import write_text_atomic
+from rdistill.io import write_bytes_atomic, write_text_atomic
 
 OVERALL = "overall"
 MIN_FIT_POINTS = 4
@@ -892,22 +891,6 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it, so no half-written PNG is seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _log_limits(xs: Sequence[float]) -> tuple[float, float]:
     """x limits spanning at least one decade around the data, so log ticks stay readable."""
     lo, hi = math.log10(min(xs)), math.log10(max(xs))
@@ -995,7 +978,7 @@ def plot_study(
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             path = out / f"{PLOT_PREFIX}{axis}_flops_{_slug(metric)}.png"
-            _write_bytes_atomic(path, buf.getvalue())
+            write_bytes_atomic(path, buf.getvalue())
             written.append(path)
     for stale in out.glob(f"{PLOT_PREFIX}*.png"):
         if stale not in written:

@@ -1,5 +1,3 @@
-import json
-import math
 
 import numpy as np
 import pytest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -547,7 +548,12 @@ def data_stats(
                   "trainer packs each epoch; bfd: best fit, longest first")
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # a scheduler's SIGTERM stops a run as cleanly as Ctrl-C
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except BrokenPipeError:

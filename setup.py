@@ -1,9 +1,25 @@
 """rdistill: compute-matched reasoning-distillation studies.
 
 Packages: rdistill/ (the library), kernels/ installed as rdistill.kernels, cli/ as rdistill.cli.
+csrc/ is compiled into the extension module rdistill._C (C++17 and pybind11; no torch, no CUDA).
+The extension is optional: if it cannot be built the install goes on, and rdistill.packing says it
+uses its numpy twin, which gives the same results more slowly.
 """
 
+import sys
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
+
+ext_modules = [
+    Pybind11Extension(
+        "rdistill._C",
+        ["csrc/packing.cpp"],
+        cxx_std=17,
+        extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
+        optional=True,
+    )
+]
 
 setup(
     name="rdistill",
@@ -12,6 +28,8 @@ setup(
     python_requires=">=3.10",
     packages=["rdistill", "rdistill.kernels", "rdistill.cli"],
     package_dir={"rdistill": "rdistill", "rdistill.kernels": "kernels", "rdistill.cli": "cli"},
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": build_ext},
     install_requires=[
         "torch>=2.6",
         "numpy>=1.26",
@@ -22,9 +40,11 @@ setup(
         "pyarrow>=15",
         "typer>=0.12",
         "rich>=13",
+        "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6"],
+        # triton runs the kernels' tests in its interpreter on CPU; liger-kernel is a second reference
+        "test": ["pytest>=8", "hypothesis>=6", "triton>=3.6", "liger-kernel>=0.8.5"],
         "gpu": ["triton>=3.6"],
     },
     entry_points={"console_scripts": ["rdistill = rdistill.cli.main:main"]},

@@ -42,7 +42,6 @@ import itertools
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -54,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rdistill.kernels.varlen_attention import ENV_AUTOTUNE, varlen_attention, varlen_attention_flops
+from rdistill.kernels.varlen_attention import varlen_attention, varlen_attention_flops
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -346,39 +345,6 @@ def run_benchmark(out_dir: Path, seconds: float, quick: bool = False) -> list[di
             fh.flush()
             write_markdown(out_dir / "attention.md", rows, versions)
     return rows
-
-
-def _run_logged(command: list[str], log_path: Path, env: dict[str, str], seconds: float) -> None:
-    with log_path.open("w") as log:
-        log.write(" ".join(command) + "\n")
-        log.flush()
-        try:
-            subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=seconds)
-        except subprocess.TimeoutExpired:
-            log.write(f"\nstopped after {seconds:.0f} s (the time given to this step)\n")
-
-
-def gpu_section(out_dir: Path, seconds: float) -> None:
-    """The attention part of the GPU check: the kernel's GPU tests, then the benchmark, all under ``out_dir``.
-
-    Both run in subprocesses with ``TRITON_INTERPRET=0`` (compiled kernels; a crash cannot take the
-    caller down). About 40% of ``seconds`` goes to the tests (``attention_pytest.txt``; one default
-    kernel config each, ``RDISTILL_TRITON_AUTOTUNE=0``, to save compile time), the rest to the benchmark
-    (``attention.csv``, ``attention.md``, ``attention_bench.txt``), the issue's bar case first.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not torch.cuda.is_available():
-        (out_dir / "attention_skipped.txt").write_text("no CUDA device: attention GPU tests and benchmark not run\n")
-        return
-    start = time.monotonic()
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    tests = [sys.executable, "-m", "pytest", "-q", "-rs", "tests/test_attention_triton.py", "-k", "TestGPU"]
-    _run_logged(tests, out_dir / "attention_pytest.txt", {**env, ENV_AUTOTUNE: "0"}, max(0.4 * seconds, 30))
-    left = seconds - (time.monotonic() - start)
-    bench_seconds = str(max(left - 90, 30))
-    bench = [sys.executable, str(Path(__file__).resolve()), "--out-dir", str(out_dir), "--seconds", bench_seconds]
-    _run_logged(bench, out_dir / "attention_bench.txt", env, max(left, 60))
 
 
 def main(argv: list[str] | None = None) -> int:

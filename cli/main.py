@@ -366,7 +366,7 @@ def flops(
             docs = sample_lengths(lengths, num_docs)
             source = f"{num_docs} documents drawn from the {lengths} distribution"
         else:
-            from rdistill.run import _default_tokenizer
+            from rdistill.run import default_tokenizer
             from rdistill.tokenizer import encode_document, load_tokenizer
 
             if data is not None:
@@ -379,7 +379,7 @@ def flops(
 
                 examples, _ = make_splits(num_docs, 1)
                 source = f"{len(examples)} built-in synthetic examples"
-            tok = load_tokenizer(tokenizer or _default_tokenizer(model))
+            tok = load_tokenizer(tokenizer or default_tokenizer(model))
             docs_tokens = [encode_document(tok, e.prompt, getattr(e, arm)) for e in examples]
             docs = [(len(ids), min(len(ids) - 1, sum(mask))) for ids, mask in docs_tokens]
         if model in QWEN25_SHAPES:

@@ -184,7 +184,7 @@ def run(cfg: RunConfig, hooks: RunHooks | None = None) -> dict:
     write_json_atomic(out / "config.json", cfg_dict)
     train_ex, held, data_info = _split_data(cfg, hooks)
     write_pairs(out / "data" / "eval.jsonl", held)
-    tok = load_tokenizer(cfg.tokenizer if cfg.tokenizer is not None else _default_tokenizer(cfg.model))
+    tok = load_tokenizer(cfg.tokenizer if cfg.tokenizer is not None else default_tokenizer(cfg.model))
     results: dict = {
         "status": "running",
         "config": cfg_dict,
@@ -207,11 +207,16 @@ def run(cfg: RunConfig, hooks: RunHooks | None = None) -> dict:
         write_json_atomic(out / "config.json", results["config"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     max_new = cfg.max_new_tokens or _auto_max_new_tokens(tok, held)
+    costs: tuple[float, float] | None = None
     for spec in curriculum.parse_arms(cfg.arms):
         arm = spec.name
         net = build_student(cfg.model, len(tok), tokens=_token_ids(tok), seed=cfg.seed).to(device)
         shape = ModelShape.from_model(net)
-        planned = _planned_samples(spec, shape, pool, n_examples, cfg.train)
+        planned = None
+        if spec.schedule == "sequential" and cfg.train.budget_flops is not None:
+            if costs is None:  # the same for every arm: one student, one pool
+                costs = _mean_doc_costs(shape, pool, n_examples, cfg.train)
+            planned = _planned_samples(spec, cfg.train.budget_flops, costs)
         desc = {**count_parameters(net), "layers": shape.num_layers, "hidden": shape.hidden_size}
         unit = "FLOPs" if cfg.train.budget_flops is not None else "samples"
         hooks.arm_started(arm, cfg.train.budget_flops or cfg.train.samples, unit)
@@ -281,10 +286,8 @@ def _length_stats(docs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     return {"mean_doc": float(lengths.mean()), "mean_answer": float(answers.mean()), "max_doc": int(lengths.max())}
 
 
-def _planned_samples(spec: curriculum.ArmSpec, shape: ModelShape, pool, n_examples: int, s: TrainSettings) -> int | None:
-    """Samples a FLOP budget buys at this arm's mix of formats (needed by sequential arms only)."""
-    if spec.schedule != "sequential" or s.budget_flops is None:
-        return None
+def _mean_doc_costs(shape: ModelShape, pool, n_examples: int, s: TrainSettings) -> tuple[float, float]:
+    """Mean FLOPs (in the budget's count) of one example in IFT and in reasoning format."""
     cap = s.pack_tokens
 
     def mean_cost(docs) -> float:
@@ -293,8 +296,13 @@ def _planned_samples(spec: curriculum.ArmSpec, shape: ModelShape, pool, n_exampl
             for ids, mask in docs
         ]))
 
-    per_sample = (1 - spec.share) * mean_cost(pool[:n_examples]) + spec.share * mean_cost(pool[n_examples:])
-    return max(1, int(s.budget_flops / per_sample))
+    return mean_cost(pool[:n_examples]), mean_cost(pool[n_examples:])
+
+
+def _planned_samples(spec: curriculum.ArmSpec, budget_flops: float, costs: tuple[float, float]) -> int:
+    """Samples a FLOP budget buys at this arm's mix of formats (what a sequential arm's phases split)."""
+    per_sample = (1 - spec.share) * costs[0] + spec.share * costs[1]
+    return max(1, int(budget_flops / per_sample))
 
 
 def _write_generations(path: Path, held: list[PairedExample], gens: list[Generation]) -> None:
@@ -305,7 +313,7 @@ def _write_generations(path: Path, held: list[PairedExample], gens: list[Generat
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def _default_tokenizer(model: str) -> str | None:
+def default_tokenizer(model: str) -> str | None:
     """A local checkpoint's own tokenizer when it has one, else the built-in tokenizer."""
     path = Path(model)
     if path.is_dir() and any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):

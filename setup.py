@@ -2,7 +2,7 @@
 
 Packages: rdistill/ (the library), kernels/ installed as rdistill.kernels, cli/ as rdistill.cli.
 csrc/ is compiled into the extension module rdistill._C (C++17 and pybind11; no torch, no CUDA).
-The extension is optional: if it cannot be built the install goes on, and rdistill.packing says it
+The extension is optional: if it cannot be built the install goes on, and rdistill.data.packing says it
 uses its numpy twin, which gives the same results more slowly.
 """
 
@@ -26,7 +26,10 @@ setup(
     version="0.1.0",
     description="Train students to an exact FLOP budget on IFT and reasoning data, and compare them",
     python_requires=">=3.10",
-    packages=["rdistill", "rdistill.kernels", "rdistill.cli"],
+    packages=[
+        "rdistill", "rdistill.data", "rdistill.synthetic", "rdistill.flops", "rdistill.analysis",
+        "rdistill.kernels", "rdistill.cli",
+    ],
     package_dir={"rdistill": "rdistill", "rdistill.kernels": "kernels", "rdistill.cli": "cli"},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
@@ -41,6 +44,8 @@ setup(
         "typer>=0.12",
         "rich>=13",
         "matplotlib>=3.8",
+        "scipy>=1.11",
+        "pyyaml>=6",
     ],
     extras_require={
         # triton runs the kernels' tests in its interpreter on CPU; liger-kernel is a second reference

@@ -11,11 +11,13 @@ Providers, each given the same packed documents (bf16, causal, GQA):
 - ``sdpa padded``: ``scaled_dot_product_attention(is_causal=True)`` on the documents right-padded to
   the longest, [n, H, L, D] (the padding copy is outside the timing; K/V expanded outside the timing).
 
-Batches: documents drawn from two lognormal length distributions (seeded), packed until the batch
-holds exactly 16,384 or 65,536 tokens (the last document is cut to fit):
+Batches: documents drawn (seed 0) from the library's named length distributions
+(``rdistill.flops.distributions``, the ones ``rdistill flops --lengths`` counts) until the batch holds
+exactly 16,384 or 65,536 tokens (the last document is cut to fit):
 
-- ``ift``: median 300 tokens (sigma 0.6), clipped to 16..8,192;
-- ``reasoning``: median 3,000 tokens (sigma 0.8), clipped to 64..16,384 (the tail reaches 16k).
+- ``ift-like``: lognormal, median 300 tokens (sigma 0.8), clipped to 16..4,096;
+- ``reasoning-like``: lognormal, median 3,000 tokens (sigma 0.9), clipped to 64..32,768 (a document
+  longer than the batch is cut to the batch).
 
 Head dims 64 (Hq=32, Hkv=8) and 128 (Hq=16, Hkv=4), both 2,048 wide. Modes ``fwd`` and ``fwd+bwd``
 (gradients of q, k, v for a fixed upstream gradient). Times are ``triton.testing.do_bench`` medians
@@ -25,53 +27,45 @@ Head dims 64 (Hq=32, Hkv=8) and 128 (Hq=16, Hkv=4), both 2,048 wide. Modes ``fwd
 Peak memory is ``torch.cuda.max_memory_allocated`` during one call above what was allocated before it
 (inputs excluded). ``max_abs_diff`` is each provider's forward output against the Triton kernel's.
 
-Rows are appended to ``<out-dir>/attention.csv`` (date, device, versions) and the run's table goes to
-``<out-dir>/attention.md``, with the issue's bars (reasoning-like, 16k tokens, D=128: forward >= 0.9x
-varlen_attn and >= 1.2x flex, forward+backward >= 0.8x varlen_attn). Without CUDA it prints why and
-exits 0.
+Rows are appended to ``<out-dir>/attention.csv`` (date, device, versions, machine: see
+``benchmarks/_common.py``) and the run's table goes to ``<out-dir>/attention.md``, with the issue's bars
+(reasoning-like, 16k tokens, D=128: forward >= 0.9x varlen_attn and >= 1.2x flex, forward+backward >=
+0.8x varlen_attn). Without CUDA it prints why and exits 0.
 
-    python benchmarks/attention.py [--out-dir benchmarks/results] [--seconds 400] [--quick]
+    python -m benchmarks.attention [--out-dir benchmarks/results] [--seconds 400] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import itertools
-import math
-import os
 import platform
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import (
+    RESULTS, CsvLog, cuda_peak_bytes, cuda_times_ms, describe, environment, markdown_table, refuse_without_cuda,
+)
+from rdistill.flops.distributions import DISTRIBUTIONS, packed_lengths
 from rdistill.kernels.varlen_attention import varlen_attention, varlen_attention_flops
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
-DISTRIBUTIONS = {
-    # name: (median, sigma, min, max)
-    "ift": (300, 0.6, 16, 8_192),
-    "reasoning": (3_000, 0.8, 64, 16_384),
-}
 TOKENS = (16_384, 65_536)
 HEADS = {64: (32, 8), 128: (16, 4)}  # head dim: (Hq, Hkv)
 PROVIDERS = ("triton", "varlen_attn", "flex", "sdpa padded", "torch twin")
 MODES = ("fwd", "fwd+bwd")
-BAR_CASE = ("reasoning", 16_384, 128)
+BAR_CASE = ("reasoning-like", 16_384, 128)
 FIELDS = [
-    "date", "device", "torch", "triton", "cuda", "distribution", "tokens", "docs", "max_seqlen", "head_dim",
-    "heads_q", "heads_kv", "dtype", "provider", "mode", "ms_p50", "ms_p20", "ms_p80", "tflops", "peak_mib",
-    "max_abs_diff", "note",
+    "distribution", "tokens", "docs", "max_seqlen", "head_dim", "heads_q", "heads_kv", "dtype", "provider", "mode",
+    "ms_p50", "ms_p20", "ms_p80", "tflops", "peak_mib", "max_abs_diff", "note",
 ]
+"""This benchmark's columns, after the environment's (``benchmarks._common.environment``)."""
 
 
 @dataclass
@@ -88,17 +82,6 @@ class Case:
     def useful_flops(self, mode: str) -> int:
         f = varlen_attention_flops(self.lengths, self.heads[0], self.head_dim, causal=True, impl="triton")
         return f["useful_fwd"] + (f["useful_bwd"] if mode == "fwd+bwd" else 0)
-
-
-def packed_lengths(distribution: str, tokens: int, seed: int = 0) -> list[int]:
-    """Document lengths drawn from ``distribution`` until they hold exactly ``tokens`` tokens."""
-    median, sigma, lo, hi = DISTRIBUTIONS[distribution]
-    rng = np.random.default_rng(seed)
-    lengths: list[int] = []
-    while sum(lengths) < tokens:
-        n = int(np.clip(round(rng.lognormal(math.log(median), sigma)), lo, hi))
-        lengths.append(min(n, tokens - sum(lengths)))
-    return lengths
 
 
 def _inputs(case: Case, dtype: torch.dtype, seed: int = 0):
@@ -181,22 +164,11 @@ def _provider(name: str, case: Case, q, k, v, cu) -> Provider:
     raise ValueError(f"unknown provider {name!r}")
 
 
-def _peak_mib(fn: Callable[[], object]) -> float:
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - before) / 2**20
-
-
 def measure(
     case: Case, provider: str, dtype: torch.dtype, reference: torch.Tensor | None
 ) -> tuple[list[dict], torch.Tensor | None]:
     """Rows for both modes of one provider on one case (an error becomes a row with a note), and the
     provider's forward output as [T, Hq, D]."""
-    from triton.testing import do_bench
-
     q, k, v, cu = _inputs(case, dtype)
     rows, packed = [], None
     try:
@@ -214,13 +186,13 @@ def measure(
             run().backward(grad)
 
         for mode, fn in (("fwd", forward), ("fwd+bwd", forward_backward)):
-            ms = do_bench(fn, quantiles=[0.5, 0.2, 0.8], grad_to_none=leaves)
+            ms = cuda_times_ms(fn, grad_to_none=leaves)
             for x in leaves:
                 x.grad = None
             rows.append(
                 dict(
                     provider=provider, mode=mode, ms_p50=ms[0], ms_p20=ms[1], ms_p80=ms[2],
-                    tflops=case.useful_flops(mode) / (ms[0] * 1e-3) / 1e12, peak_mib=_peak_mib(fn),
+                    tflops=case.useful_flops(mode) / (ms[0] * 1e-3) / 1e12, peak_mib=cuda_peak_bytes(fn)[0] / 2**20,
                     max_abs_diff=diff, note=note,
                 )
             )
@@ -229,17 +201,6 @@ def measure(
     finally:
         torch.cuda.empty_cache()
     return rows, packed
-
-
-def _versions() -> dict[str, str]:
-    import triton
-
-    return {
-        "device": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda or "",
-    }
 
 
 def _cases(quick: bool) -> list[Case]:
@@ -270,36 +231,37 @@ def _bars(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, rows: list[dict], versions: dict[str, str]) -> None:
-    lines = [
-        f"# Varlen causal attention, {versions['device']}",
-        "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; torch {versions['torch']}, triton {versions['triton']}, "
-        f"CUDA {versions['cuda']}. bf16, causal, packed documents. TFLOP/s from the useful count "
-        "4 Hq D sum l(l+1)/2 (x3 for fwd+bwd); peak MiB above the inputs. See benchmarks/attention.py.",
-        "",
-        "Bars (reasoning-like, 16k tokens, D=128):",
-        *_bars(rows),
-        "",
-        "| distribution | tokens | docs | max len | D | provider | fwd ms | fwd TFLOP/s | fwd+bwd ms "
-        "| fwd+bwd TFLOP/s | fwd+bwd peak MiB | note |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
-    ]
+def _num(r: dict, field: str, fmt: str) -> str:
+    return format(r[field], fmt) if r.get(field) not in (None, "") else "-"
+
+
+def write_markdown(path: Path, rows: list[dict], env: dict) -> None:
+    table = []
     key = lambda r: (r["distribution"], r["tokens"], r["head_dim"], r["provider"])  # noqa: E731
     for _, group in itertools.groupby(rows, key=key):
         by_mode = {r["mode"]: r for r in group}
         f, b = by_mode.get("fwd", {}), by_mode.get("fwd+bwd", {})
         first = f or b
-
-        def num(r: dict, field: str, fmt: str) -> str:
-            return format(r[field], fmt) if r.get(field) not in (None, "") else "-"
-
-        lines.append(
-            f"| {first['distribution']} | {first['tokens']} | {first['docs']} | {first['max_seqlen']} | "
-            f"{first['head_dim']} | {first['provider']} | {num(f, 'ms_p50', '.3f')} | {num(f, 'tflops', '.1f')} | "
-            f"{num(b, 'ms_p50', '.3f')} | {num(b, 'tflops', '.1f')} | {num(b, 'peak_mib', '.0f')} | "
-            f"{first.get('note', '')} |"
-        )
+        table.append([
+            first["distribution"], first["tokens"], first["docs"], first["max_seqlen"], first["head_dim"],
+            first["provider"], _num(f, "ms_p50", ".3f"), _num(f, "tflops", ".1f"), _num(b, "ms_p50", ".3f"),
+            _num(b, "tflops", ".1f"), _num(b, "peak_mib", ".0f"), first.get("note", ""),
+        ])
+    lines = [
+        f"# Varlen causal attention, {env['device']}",
+        "",
+        f"{describe(env)} bf16, causal, packed documents. TFLOP/s from the useful count 4 Hq D sum l(l+1)/2 "
+        "(x3 for fwd+bwd); peak MiB above the inputs. See benchmarks/attention.py.",
+        "",
+        "Bars (reasoning-like, 16k tokens, D=128):",
+        *_bars(rows),
+        "",
+        *markdown_table(
+            ["distribution", "tokens", "docs", "max len", "D", "provider", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms",
+             "fwd+bwd TFLOP/s", "fwd+bwd peak MiB", "note"],
+            table, align="lrrrrlrrrrrl",
+        ),
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -307,43 +269,35 @@ def run_benchmark(out_dir: Path, seconds: float, quick: bool = False) -> list[di
     """Measure every case and provider while time is left; append CSV rows and (re)write the markdown
     after every provider, so that a run stopped from outside keeps what it measured."""
     deadline = time.monotonic() + seconds
-    out_dir.mkdir(parents=True, exist_ok=True)
-    versions = _versions()
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    env = environment("cuda")
+    log = CsvLog(out_dir / "attention.csv", [*env, *FIELDS])
     rows: list[dict] = []
     reference: torch.Tensor | None = None
-    csv_path = out_dir / "attention.csv"
-    new_file = not csv_path.exists()
-    with csv_path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
-        for case, provider in itertools.product(_cases(quick), PROVIDERS):
-            if time.monotonic() > deadline:
-                print(f"time is up ({seconds:.0f} s): the remaining measurements are skipped", flush=True)
-                break
-            if provider == PROVIDERS[0]:
-                reference = None
-            hq, hkv = case.heads
-            common = dict(
-                date=date, **versions, distribution=case.distribution, tokens=case.tokens, docs=len(case.lengths),
-                max_seqlen=max(case.lengths), head_dim=case.head_dim, heads_q=hq, heads_kv=hkv, dtype="bf16",
+    for case, provider in itertools.product(_cases(quick), PROVIDERS):
+        if time.monotonic() > deadline:
+            print(f"time is up ({seconds:.0f} s): the remaining measurements are skipped", flush=True)
+            break
+        if provider == PROVIDERS[0]:
+            reference = None
+        hq, hkv = case.heads
+        common = dict(
+            env, distribution=case.distribution, tokens=case.tokens, docs=len(case.lengths),
+            max_seqlen=max(case.lengths), head_dim=case.head_dim, heads_q=hq, heads_kv=hkv, dtype="bf16",
+        )
+        measured, out = measure(case, provider, torch.bfloat16, reference)
+        if provider == "triton":
+            reference = out
+        new = [{**common, **r} for r in measured]
+        for r in new:
+            print(
+                f"{case.distribution:14} {case.tokens:6} D={case.head_dim:3} {provider:12} {r['mode']:8} "
+                f"{r.get('tflops', float('nan')):7.1f} TFLOP/s  {r.get('peak_mib', float('nan')):8.0f} MiB  "
+                f"diff {r.get('max_abs_diff', float('nan')):.2e}  {r.get('note', '')}",
+                flush=True,
             )
-            measured, out = measure(case, provider, torch.bfloat16, reference)
-            if provider == "triton":
-                reference = out
-            for r in measured:
-                row = {**common, **r}
-                rows.append(row)
-                writer.writerow(row)
-                print(
-                    f"{case.distribution:9} {case.tokens:6} D={case.head_dim:3} {provider:12} {r['mode']:8} "
-                    f"{r.get('tflops', float('nan')):7.1f} TFLOP/s  {r.get('peak_mib', float('nan')):8.0f} MiB  "
-                    f"diff {r.get('max_abs_diff', float('nan')):.2e}  {r.get('note', '')}",
-                    flush=True,
-                )
-            fh.flush()
-            write_markdown(out_dir / "attention.md", rows, versions)
+        rows += new
+        log.append(new)
+        write_markdown(out_dir / "attention.md", rows, env)
     return rows
 
 
@@ -359,15 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="only the issue's bar case (reasoning-like, 16k tokens, D=128)"
     )
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print(
-            "benchmarks/attention.py: no CUDA device, nothing measured (on CPU the Triton kernels are checked by "
-            "tests/test_attention_triton.py under TRITON_INTERPRET=1)"
-        )
-        return 0
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        print("benchmarks/attention.py: TRITON_INTERPRET=1 would time the interpreter; unset it", file=sys.stderr)
-        return 2
+    refused = refuse_without_cuda(
+        "benchmarks.attention", "on CPU, tests/test_attention_triton.py checks the kernels under TRITON_INTERPRET=1"
+    )
+    if refused is not None:
+        return refused
     print(f"{platform.node()}: {torch.cuda.get_device_name()}", flush=True)
     run_benchmark(args.out_dir, args.seconds, quick=args.quick)
     return 0

@@ -27,22 +27,19 @@ tensors with mmap and returns them on free, so the resident set follows torch's 
 twin alternate, ``--repeats`` times each; medians are reported. Bar: twin peak <= 1/5 of eager's at no
 more than 1.3x eager's time.
 
-Output: rows appended to ``OUT_DIR/fused_ce.csv`` (date, device, versions, one row per measurement)
-and a markdown summary of this run in ``OUT_DIR/fused_ce.{cpu,gpu}.md``.
+Output: rows appended to ``OUT_DIR/fused_ce.csv`` (date, device, versions, machine: see
+``benchmarks/_common.py``; one row per measurement) and a markdown summary of this run in
+``OUT_DIR/fused_ce.{cpu,gpu}.md``.
 
-    python benchmarks/fused_ce.py --device cpu                   # about 10 minutes on 2 busy cores
-    python benchmarks/fused_ce.py --device cuda --time-budget-s 300
+    python -m benchmarks.fused_ce --device cpu                   # about 10 minutes on 2 busy cores
+    python -m benchmarks.fused_ce --device cuda --time-budget-s 300
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import gc
-import importlib.metadata
 import json
-import platform
 import re
 import statistics
 import subprocess
@@ -54,6 +51,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import (
+    REPO, RESULTS, CsvLog, cuda_peak_bytes, cuda_times_ms, describe, environment, markdown_table,
+    refuse_without_cuda,
+)
 from rdistill.kernels.fused_linear_ce import fused_linear_cross_entropy, linear_ce_flops
 
 IGNORE = -100
@@ -66,26 +67,12 @@ MODELS = {
 GPU_TOKENS = (4_096, 8_192, 16_384, 32_768)
 PROMPT_FRACTIONS = (0.0, 0.5)
 BAR_SHAPE = ("llama3-8b", 16_384)
+BASELINE_PACKAGES = ("liger-kernel", "cut-cross-entropy")
 CSV_FIELDS = (
-    "date", "device", "torch", "triton", "liger_kernel", "cut_cross_entropy", "impl", "model", "tokens",
-    "hidden", "vocab", "prompt_fraction", "valid_rows", "dtype", "ms_median", "ms_p20", "ms_p80",
-    "peak_gib_above_inputs", "peak_gib_total", "useful_tflops", "method", "note",
+    "impl", "model", "tokens", "hidden", "vocab", "prompt_fraction", "valid_rows", "dtype", "ms_median", "ms_p20",
+    "ms_p80", "peak_gib_above_inputs", "peak_gib_total", "useful_tflops", "method", "note",
 )
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return ""
-
-
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text()) if Path("/proc/cpuinfo").exists() else None
-    return f"{model.group(1).strip() if model else platform.processor()} ({torch.get_num_threads()} threads)"
+"""This benchmark's columns, after the environment's (``benchmarks._common.environment``)."""
 
 
 def make_inputs(
@@ -132,17 +119,6 @@ def _row(base: dict, **fields) -> dict:
     return {**base, **{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in fields.items()}}
 
 
-def _base_fields(device: str) -> dict[str, str]:
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": _device_name(device),
-        "torch": torch.__version__,
-        "triton": _version("triton"),
-        "liger_kernel": _version("liger-kernel"),
-        "cut_cross_entropy": _version("cut-cross-entropy"),
-    }
-
-
 # --------------------------------------------------------------------------------------------------
 # CPU: one measurement per subprocess, peak resident set from VmHWM
 # --------------------------------------------------------------------------------------------------
@@ -167,19 +143,18 @@ def cpu_worker(impl: str, tokens: int, hidden: int, vocab: int, prompt_fraction:
     return {"seconds": seconds, "peak_bytes": peak, "loss": out[0].item(), "valid_rows": int((y != IGNORE).sum())}
 
 
-def run_cpu(args: argparse.Namespace) -> list[dict]:
+def run_cpu(args: argparse.Namespace, base: dict) -> list[dict]:
     d, V = MODELS["qwen2.5-0.5b"]
-    base = _base_fields("cpu")
     rows, summary = [], []
     for frac in args.prompt_fractions:
         results: dict[str, list[dict]] = {"eager": [], "twin": []}
         for rep in range(args.repeats):
             for impl in results:
                 cmd = [
-                    sys.executable, __file__, "--cpu-worker", impl, "--tokens", str(args.cpu_tokens),
+                    sys.executable, "-m", "benchmarks.fused_ce", "--cpu-worker", impl, "--tokens", str(args.cpu_tokens),
                     "--prompt-fractions", str(frac), "--threads", str(args.threads),
                 ]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 results[impl].append(r)
                 print(f"[cpu] frac={frac} rep={rep} {impl}: {r['seconds']:.1f} s, peak {r['peak_bytes'] / 2**30:.2f} GiB", flush=True)
@@ -209,22 +184,27 @@ def run_cpu(args: argparse.Namespace) -> list[dict]:
 
 def _write_cpu_markdown(path: Path, base: dict, args: argparse.Namespace, summary: list) -> None:
     d, V = MODELS["qwen2.5-0.5b"]
+    table = [
+        [f"{frac:.0%}", f"{med['eager'][0]:.1f}", f"{med['twin'][0]:.1f}", f"{tr:.2f}x",
+         f"{med['eager'][1] / 2**30:.2f}", f"{med['twin'][1] / 2**30:.2f}", f"{mr:.3f}", "met" if ok else "missed"]
+        for frac, med, tr, mr, ok in summary
+    ]
     lines = [
         "# Fused linear cross-entropy on CPU: twin against eager",
         "",
-        f"{base['date']}, {base['device']}, torch {base['torch']}. fp32, d={d}, V={V:,}, T={args.cpu_tokens:,}, "
-        f"summed loss, gradients of hidden and weight. Median of {args.repeats} runs, each in its own process; "
-        "peak = resident-set high-water mark above the inputs (gradients included).",
+        f"{describe(base)} fp32, d={d}, V={V:,}, T={args.cpu_tokens:,}, summed loss, gradients of hidden and "
+        f"weight. Median of {args.repeats} runs, each in its own process; peak = resident-set high-water mark "
+        "above the inputs (gradients included).",
         "",
-        "| prompt | eager s | twin s | time twin/eager | eager peak GiB | twin peak GiB | memory twin/eager | bar (<=0.2 memory, <=1.3 time) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *markdown_table(
+            ["prompt", "eager s", "twin s", "time twin/eager", "eager peak GiB", "twin peak GiB", "memory twin/eager",
+             "bar (<=0.2 memory, <=1.3 time)"],
+            table, align="rrrrrrrl",
+        ),
+        "",
+        "Command: `python -m benchmarks.fused_ce --device cpu`",
+        "",
     ]
-    for frac, med, tr, mr, ok in summary:
-        lines.append(
-            f"| {frac:.0%} | {med['eager'][0]:.1f} | {med['twin'][0]:.1f} | {tr:.2f}x | {med['eager'][1] / 2**30:.2f} | "
-            f"{med['twin'][1] / 2**30:.2f} | {mr:.3f} | {'met' if ok else 'missed'} |"
-        )
-    lines += ["", "Command: `python benchmarks/fused_ce.py --device cpu`", ""]
     path.write_text("\n".join(lines))
     print("\n".join(lines))
 
@@ -235,19 +215,9 @@ def _write_cpu_markdown(path: Path, base: dict, args: argparse.Namespace, summar
 
 
 def _gpu_measure(fn: Callable, h, w, y) -> dict:
-    from triton.testing import do_bench
-
-    torch.cuda.synchronize()
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    out = _fwd_bwd(fn, h, w, y)
-    torch.cuda.synchronize()
-    peak_total = torch.cuda.max_memory_allocated()
-    del out
-    ms = do_bench(lambda: _fwd_bwd(fn, h, w, y), warmup=100, rep=400, quantiles=[0.5, 0.2, 0.8])
-    return {"ms": ms, "peak_above": peak_total - before, "peak_total": peak_total}
+    peak_above, peak_total = cuda_peak_bytes(lambda: _fwd_bwd(fn, h, w, y))
+    ms = cuda_times_ms(lambda: _fwd_bwd(fn, h, w, y), warmup=100, rep=400)
+    return {"ms": ms, "peak_above": peak_above, "peak_total": peak_total}
 
 
 def _gpu_shapes() -> list[tuple[str, int, float]]:
@@ -256,13 +226,12 @@ def _gpu_shapes() -> list[tuple[str, int, float]]:
     return sorted(shapes, key=cost.__getitem__)
 
 
-def run_gpu(args: argparse.Namespace) -> list[dict]:
+def run_gpu(args: argparse.Namespace, base: dict) -> list[dict]:
     fns = loss_functions()
     for name, fn in fns.items():
         if isinstance(fn, str):
             print(f"[gpu] skipping {name}: {fn}", flush=True)
     impls = [n for n in args.impls if not isinstance(fns.get(n, "unknown"), str)]
-    base = _base_fields("cuda")
     deadline = time.monotonic() + args.time_budget_s
     rows, table = [], []
     for model, tokens, frac in _gpu_shapes():
@@ -302,45 +271,33 @@ def run_gpu(args: argparse.Namespace) -> list[dict]:
 
 
 def _write_gpu_markdown(path: Path, base: dict, table: list) -> None:
-    lines = [
-        "# Fused linear cross-entropy on GPU",
-        "",
-        f"{base['date']}, {base['device']}, torch {base['torch']}, triton {base['triton']}, liger-kernel "
-        f"{base['liger_kernel'] or '-'}, cut-cross-entropy {base['cut_cross_entropy'] or '-'}. bf16, summed loss, "
-        "gradients of hidden and weight; time = do_bench median of forward+backward; memory = peak "
-        "max_memory_allocated above the inputs. Ratios are against eager in the same row.",
-        "",
-        "| model | T | prompt | impl | ms | time / eager | peak GiB | memory / eager |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    cells = []
     for model, tokens, frac, results in table:
         eager = results.get("eager", (None, ""))[0]
         for impl, (r, note) in results.items():
             if r is None:
-                lines.append(f"| {model} | {tokens} | {frac:.0%} | {impl} | {note} | | | |")
+                cells.append([model, tokens, f"{frac:.0%}", impl, note, "", "", ""])
                 continue
             tr = f"{r['ms'][0] / eager['ms'][0]:.2f}x" if eager else "-"
             mr = f"{r['peak_above'] / eager['peak_above']:.3f}" if eager else "-"
-            lines.append(
-                f"| {model} | {tokens} | {frac:.0%} | {impl} | {r['ms'][0]:.2f} | {tr} | {r['peak_above'] / 2**30:.2f} | {mr} |"
-            )
-    lines += [
+            peak = f"{r['peak_above'] / 2**30:.2f}"
+            cells.append([model, tokens, f"{frac:.0%}", impl, f"{r['ms'][0]:.2f}", tr, peak, mr])
+    header = ["model", "T", "prompt", "impl", "ms", "time / eager", "peak GiB", "memory / eager"]
+    lines = [
+        "# Fused linear cross-entropy on GPU",
+        "",
+        f"{describe(base)} bf16, summed loss, gradients of hidden and weight; time = do_bench median of "
+        "forward+backward; memory = peak max_memory_allocated above the inputs. Ratios are against eager in the "
+        "same row.",
+        "",
+        *markdown_table(header, cells, align="lrrlrrrr"),
         "",
         "Bar (issue 4): at llama3-8b, T=16,384, triton time / eager <= 1.0 with memory / eager <= 0.2.",
-        "Command: `python benchmarks/fused_ce.py --device cuda`",
+        "Command: `python -m benchmarks.fused_ce --device cuda`",
         "",
     ]
     path.write_text("\n".join(lines))
     print("\n".join(lines))
-
-
-def _append_csv(path: Path, rows: list[dict]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,13 +317,16 @@ def main(argv: list[str] | None = None) -> int:
         frac = args.prompt_fractions[0]
         print(json.dumps(cpu_worker(args.cpu_worker, args.cpu_tokens, *MODELS["qwen2.5-0.5b"], frac)))
         return 0
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device: run with --device cpu, or on a GPU machine")
-        return 0
+    if args.device == "cuda":
+        refused = refuse_without_cuda("benchmarks.fused_ce", "run with --device cpu, or on a GPU machine")
+        if refused is not None:
+            return refused
+    base = environment(args.device, BASELINE_PACKAGES)
+    log = CsvLog(args.out_dir / "fused_ce.csv", [*base, *CSV_FIELDS])
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    rows = run_gpu(args) if args.device == "cuda" else run_cpu(args)
-    _append_csv(args.out_dir / "fused_ce.csv", rows)
-    print(f"appended {len(rows)} rows to {args.out_dir / 'fused_ce.csv'}")
+    rows = run_gpu(args, base) if args.device == "cuda" else run_cpu(args, base)
+    log.append(rows)
+    print(f"appended {len(rows)} rows to {log.path}")
     return 0
 
 

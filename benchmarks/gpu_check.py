@@ -1,6 +1,6 @@
 """One prepared GPU check: the kernels' GPU tests in bf16 and their benchmarks, everything under OUT_DIR.
 
-    python benchmarks/gpu_check.py OUT_DIR [--budget-s 480]
+    python -m benchmarks.gpu_check OUT_DIR [--budget-s 480]
 
 Each section is a function ``(out_dir, budget_s) -> str`` (a one-line verdict) that writes its
 files, named after itself, into a work folder; ``SECTIONS`` lists them with their share of the budget.
@@ -13,7 +13,7 @@ nothing can be downloaded there), carry the two baselines as wheels in an ignore
 install the checkout first, in one command:
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;
-    python3 -m pip install -q --no-deps --no-build-isolation -e . && python3 benchmarks/gpu_check.py $OUT
+    python3 -m pip install -q --no-deps --no-build-isolation -e . && python3 -m benchmarks.gpu_check $OUT
 
 Without the wheels the benchmark skips those two baselines and says so.
 """
@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks._common import REPO
 
 
 def _run_logged(cmd: list[str], log: Path, timeout_s: float, env: dict[str, str] | None = None) -> int | str:
@@ -52,7 +52,7 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 def fused_ce(out_dir: Path, budget_s: float) -> str:
     """bf16 tests of the fused linear cross-entropy (tests/test_fused_ce_triton.py::TestGpu), then
-    benchmarks/fused_ce.py on the GPU with what is left of the budget."""
+    benchmarks.fused_ce on the GPU with what is left of the budget."""
     start = time.monotonic()
     log = out_dir / "fused_ce.pytest.log"
     rc = _run_logged(
@@ -63,7 +63,7 @@ def fused_ce(out_dir: Path, budget_s: float) -> str:
     left = budget_s - (time.monotonic() - start)
     bench_log = out_dir / "fused_ce.bench.log"
     bench_rc = _run_logged(
-        [sys.executable, "benchmarks/fused_ce.py", "--device", "cuda", "--out-dir", str(out_dir),
+        [sys.executable, "-m", "benchmarks.fused_ce", "--device", "cuda", "--out-dir", str(out_dir),
          "--time-budget-s", f"{max(left - 90, 30):.0f}"],
         bench_log, timeout_s=max(left, 60),
     )
@@ -72,7 +72,7 @@ def fused_ce(out_dir: Path, budget_s: float) -> str:
 
 def attention(out_dir: Path, budget_s: float) -> str:
     """GPU tests of the varlen attention (tests/test_attention_triton.py::TestGPU; one default kernel
-    config each, to save compile time), then benchmarks/attention.py, the issue's bar case first."""
+    config each, to save compile time), then benchmarks.attention, the issue's bar case first."""
     start = time.monotonic()
     log = out_dir / "attention_pytest.txt"
     rc = _run_logged(
@@ -82,7 +82,8 @@ def attention(out_dir: Path, budget_s: float) -> str:
     tests = f"tests: {'passed' if rc == 0 else f'FAILED ({rc})'} [{_tail(log, 1)}]"
     left = budget_s - (time.monotonic() - start)
     bench_rc = _run_logged(
-        [sys.executable, "benchmarks/attention.py", "--out-dir", str(out_dir), "--seconds", f"{max(left - 90, 30):.0f}"],
+        [sys.executable, "-m", "benchmarks.attention", "--out-dir", str(out_dir),
+         "--seconds", f"{max(left - 90, 30):.0f}"],
         out_dir / "attention_bench.txt", timeout_s=max(left, 60),
     )
     return f"{tests}; benchmark: {'done' if bench_rc == 0 else f'FAILED ({bench_rc})'} (see attention.md)"

@@ -1,18 +1,19 @@
 """Packing speed and density: rdistill's C++ packer, its numpy twin, and TRL's best-fit decreasing.
 
-Two synthetic length distributions, drawn once with a fixed seed:
+The library's two named length distributions (``rdistill.flops.distributions``, the ones the FLOP
+audit counts), drawn once with a fixed seed:
 
-- ``ift``: IFT-like, lognormal with median 300 tokens (sigma 0.6), clipped to 16..8,192;
-- ``reasoning``: reasoning-like, lognormal with median 3,000 tokens (sigma 0.8), clipped to
-  64..32,768 (a tail to 32k; at capacity 16,384 about 2% of documents are longer and are truncated).
+- ``ift-like``: lognormal with median 300 tokens (sigma 0.8), clipped to 16..4,096;
+- ``reasoning-like``: lognormal with median 3,000 tokens (sigma 0.9), clipped to 64..32,768 (a tail to
+  32k; at capacity 16,384 some documents are longer and are truncated).
 
 Each is packed at capacities 16,384 and 32,768 with mode ``bfd`` and ``overflow="truncate"`` (what
 TRL's ``strategy="bfd"`` does with long documents). What each timing includes:
 
-- ``cpp index`` / ``numpy index``: ``rdistill.packing.pack_arrays`` with that backend, from a numpy
+- ``cpp index`` / ``numpy index``: ``rdistill.data.packing.pack_arrays`` with that backend, from a numpy
   array of lengths to the plan as arrays (documents in placement order + pack offsets), including
   input checks and the overflow policy;
-- ``cpp lists``: ``rdistill.packing.pack``, the same plus one Python list of document indices per
+- ``cpp lists``: ``rdistill.data.packing.pack``, the same plus one Python list of document indices per
   pack (what the trainer gets);
 - ``cpp rows``: ``cpp index`` plus materialising the packed token rows as an Arrow list column
   (each document's tokens copied once, in packed order, with numpy; one offset per pack): the same
@@ -27,42 +28,41 @@ Ours run at 1,000,000 documents, and all of them at the first 100,000 documents 
 (TRL needs the token arrays, which for a million reasoning-length rows do not fit in memory). Each
 figure is the median of ``--repeats`` runs. Efficiency is real tokens / (packs x capacity).
 
-Writes a row per measurement to benchmarks/results/packing.csv (appended; date, machine, versions,
-load average) and the latest run as a markdown table to benchmarks/results/packing.md.
+Writes a row per measurement to ``OUT_DIR/packing.csv`` (appended; date, versions, machine: see
+``benchmarks/_common.py``; load average) and the latest run as a markdown table to
+``OUT_DIR/packing.md`` (``OUT_DIR`` is benchmarks/results unless ``--out-dir`` says otherwise).
 
-    .venv/bin/python benchmarks/packing.py              # needs `pip install trl` for the TRL rows
+    .venv/bin/python -m benchmarks.packing              # needs `pip install trl` for the TRL rows
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import rdistill
-from rdistill import packing
+from benchmarks._common import RESULTS, CsvLog, describe, environment, markdown_table
+from rdistill.data import packing
+from rdistill.flops.distributions import DISTRIBUTIONS
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CAPACITIES = (16_384, 32_768)
-DISTRIBUTIONS = {
-    # name: (median, sigma, min, max)
-    "ift": (300, 0.6, 16, 8_192),
-    "reasoning": (3_000, 0.8, 64, 32_768),
-}
+VERSION_PACKAGES = ("numpy", "pyarrow", "trl", "datasets")
+FIELDS = [
+    "backend", "load_before", "load_after", "peak_rss", "distribution", "capacity", "docs", "packer",
+    "seconds_median", "seconds_all", "efficiency", "packs", "includes",
+]
+"""This benchmark's columns, after the environment's (``benchmarks._common.environment``)."""
 INCLUDES = {
     "cpp index": "pack_arrays(backend='cpp'): lengths -> documents in placement order + pack offsets",
     "numpy index": "pack_arrays(backend='numpy'): the same, numpy twin",
@@ -86,12 +86,6 @@ class Measurement:
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
-
-
-def lengths_for(name: str, n: int, seed: int) -> np.ndarray:
-    median, sigma, lo, hi = DISTRIBUTIONS[name]
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(rng.lognormal(np.log(median), sigma, n)), lo, hi).astype(np.int64)
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[list[float], object]:
@@ -171,83 +165,53 @@ def bench_trl(name: str, dataset, capacity: int, repeats: int, global_batch: boo
     return Measurement(name, capacity, len(dataset), label, secs, eff, len(packed))
 
 
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-        mem = f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB"
-    return {"host": platform.node(), "cpu": cpu, "cores": str(os.cpu_count()), "memory": mem}
-
-
-def versions() -> dict[str, str]:
-    v = {"python": platform.python_version(), "numpy": np.__version__, "pyarrow": pa.__version__,
-         "rdistill": rdistill.__version__, "backend": packing.BACKEND}
-    try:
-        import datasets
-        import trl
-
-        v.update(trl=trl.__version__, datasets=datasets.__version__)
-    except ImportError:
-        v.update(trl="", datasets="")
-    return v
-
-
-def write_results(rows: list[Measurement], meta: dict[str, str], args: argparse.Namespace) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    csv_path = RESULTS / "packing.csv"
-    fields = ["date", "host", "cpu", "cores", "memory", "load_before", "load_after", "peak_rss", "python", "numpy",
-              "pyarrow", "rdistill", "trl", "datasets", "distribution", "capacity", "docs", "packer", "seconds_median",
-              "seconds_all", "efficiency", "packs", "includes"]
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            w.writeheader()
-        for m in rows:
-            w.writerow({**{k: meta.get(k, "") for k in fields}, "distribution": m.distribution, "capacity": m.capacity,
-                        "docs": m.docs, "packer": m.packer, "seconds_median": f"{m.median:.6f}",
-                        "seconds_all": " ".join(f"{s:.6f}" for s in m.seconds), "efficiency": f"{m.efficiency:.6f}",
-                        "packs": m.packs, "includes": INCLUDES[m.packer]})
-
+def write_results(
+    rows: list[Measurement], env: dict, run: dict[str, str], args: argparse.Namespace, log: CsvLog
+) -> None:
+    log.append(
+        {**env, **run, "distribution": m.distribution, "capacity": m.capacity, "docs": m.docs, "packer": m.packer,
+         "seconds_median": f"{m.median:.6f}", "seconds_all": " ".join(f"{s:.6f}" for s in m.seconds),
+         "efficiency": f"{m.efficiency:.6f}", "packs": m.packs, "includes": INCLUDES[m.packer]}
+        for m in rows
+    )
     trl_time = {(m.distribution, m.capacity): m.median for m in rows if m.packer == "trl bfd"}
-    lines = [
-        "# Packing benchmark (benchmarks/packing.py)",
-        "",
-        f"{meta['date']} on {meta['host']}: {meta['cpu']}, {meta['cores']} cores, {meta['memory']}; "
-        f"load average {meta['load_before']} before, {meta['load_after']} after (other jobs share the machine); "
-        f"peak memory of the benchmark {meta['peak_rss']}. "
-        f"Python {meta['python']}, numpy {meta['numpy']}, pyarrow {meta['pyarrow']}, trl {meta['trl'] or '-'}, "
-        f"datasets {meta['datasets'] or '-'}. Median of {args.repeats} runs "
-        f"({args.twin_repeats} for the numpy twin, {args.trl_repeats} for TRL).",
-        "",
-        "All rows: mode bfd, documents longer than the capacity truncated. Lengths: lognormal, ift median 300 "
-        "(sigma 0.6, 16..8,192), reasoning median 3,000 (sigma 0.8, 64..32,768); the 100k rows are the first "
-        "100k of the 1M.",
-        "",
-        "| distribution | capacity | documents | packer | seconds | efficiency | packs | TRL bfd / this |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
-    ]
+    table = []
     for m in rows:
         compared = m.docs == args.trl_docs and not m.packer.startswith("trl")
         ratio = trl_time.get((m.distribution, m.capacity)) if compared else None
-        lines.append(
-            f"| {m.distribution} | {m.capacity:,} | {m.docs:,} | {m.packer} | {m.median:.4f} | "
-            f"{100 * m.efficiency:.3f}% | {m.packs:,} | {f'{ratio / m.median:,.0f}x' if ratio else ''} |"
-        )
-    lines += ["", "What each timing includes:", ""]
-    lines += [f"- `{k}`: {v}" for k, v in INCLUDES.items()]
-    (RESULTS / "packing.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {csv_path} (appended) and {RESULTS / 'packing.md'}")
+        table.append([
+            m.distribution, f"{m.capacity:,}", f"{m.docs:,}", m.packer, f"{m.median:.4f}", f"{100 * m.efficiency:.3f}%",
+            f"{m.packs:,}", f"{ratio / m.median:,.0f}x" if ratio else "",
+        ])
+    subset = f"; the {args.trl_docs:,}-document rows are the first {args.trl_docs:,} of the {args.docs:,}"
+    lines = [
+        "# Packing benchmark (benchmarks/packing.py)",
+        "",
+        f"{describe(env)} Packer backend {run['backend']}; load average {run['load_before']} before, "
+        f"{run['load_after']} after (other jobs share the machine); peak memory of the benchmark {run['peak_rss']}. "
+        f"Median of {args.repeats} runs ({args.twin_repeats} for the numpy twin, {args.trl_repeats} for TRL).",
+        "",
+        "All rows: mode bfd, documents longer than the capacity truncated"
+        + (subset if args.trl_docs else "")
+        + f". Lengths (rdistill.flops.distributions, seed {args.seed}):",
+        "",
+        *(f"- {name}: {dist.describe()}" for name, dist in DISTRIBUTIONS.items()),
+        "",
+        *markdown_table(
+            ["distribution", "capacity", "documents", "packer", "seconds", "efficiency", "packs", "TRL bfd / this"],
+            table, align="lrrlrrrr",
+        ),
+        "",
+        "What each timing includes:",
+        "",
+        *(f"- `{k}`: {v}" for k, v in INCLUDES.items()),
+    ]
+    md_path = args.out_dir / "packing.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {log.path} (appended) and {md_path}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=1_000_000, help="documents for our packers")
     ap.add_argument("--trl-docs", type=int, default=100_000, help="documents for the three-way comparison")
@@ -256,7 +220,10 @@ def main() -> None:
     ap.add_argument("--trl-repeats", type=int, default=3, help="runs per TRL figure")
     ap.add_argument("--no-trl-global", action="store_true", help="skip TRL with one batch of all rows")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--out-dir", type=Path, default=RESULTS, help="where packing.csv (appended) and packing.md go")
+    args = ap.parse_args(argv)
+    env = environment("cpu", VERSION_PACKAGES)
+    log = CsvLog(args.out_dir / "packing.csv", [*env, *FIELDS])
 
     try:
         import datasets
@@ -268,12 +235,11 @@ def main() -> None:
         print(f"TRL not installed ({e}); skipping the TRL rows. `pip install trl` to include them.", file=sys.stderr)
         have_trl = False
 
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **machine(), **versions(),
-            "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
-    print(f"packer backend: {packing.BACKEND}; load average {meta['load_before']}")
+    run = {"backend": packing.BACKEND, "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    print(f"packer backend: {packing.BACKEND}; load average {run['load_before']}")
     rows: list[Measurement] = []
-    for name in DISTRIBUTIONS:
-        lengths = lengths_for(name, max(args.docs, args.trl_docs), args.seed)
+    for name, dist in DISTRIBUTIONS.items():
+        lengths = dist.sample(max(args.docs, args.trl_docs), args.seed)
         head = lengths[: args.trl_docs]
         column = dataset = None
         if args.trl_docs:
@@ -291,15 +257,16 @@ def main() -> None:
                     if not args.no_trl_global:
                         batch.append(bench_trl(name, dataset, capacity, args.trl_repeats, True))
             for m in batch:
-                print(f"{name:9s} C={capacity:6d} n={m.docs:8d} {m.packer:15s} {m.median:9.4f} s  "
+                print(f"{name:14s} C={capacity:6d} n={m.docs:8d} {m.packer:15s} {m.median:9.4f} s  "
                       f"eff {100 * m.efficiency:7.3f}%  packs {m.packs}")
             rows += batch
         del column, dataset
         gc.collect()
-    meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    meta["peak_rss"] = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
-    write_results(rows, meta, args)
+    run["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    run["peak_rss"] = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
+    write_results(rows, env, run, args, log)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,8 +33,10 @@ walks the worst case, ceil(T / chunk) chunks, whose programs past the valid coun
     _dhidden_kernel  d hidden[rows] = G @ weight, G rebuilt from z and lse tile by tile
     _dweight_kernel  d weight (fp32) += G.T @ hidden[rows] (and d bias), each tile owned by one
                      program: no atomics, deterministic; it loops over only the valid rows of the chunk
-``impl="auto"`` (the default) picks triton for CUDA tensors when Triton is importable, else the twin;
-``resolve_impl`` tells a caller which one ran.
+``impl="auto"`` (the default) is ``$RDISTILL_CE_IMPL`` if set (read at each call), else triton for CUDA
+tensors of a supported dtype (fp16, bf16, fp32) when Triton is importable, else the twin;
+``resolve_impl`` tells a caller which one runs. It follows the contract shared with the varlen attention
+(``kernels/_common.py``): ``impl="triton"`` without triton raises ``TritonUnavailableError``.
 
 How it differs from the reference (linear + F.cross_entropy): the loss, lse and the target logit come
 from fp32 accumulators, not from rounded logits; the kernel stores the logits it reuses for G in the
@@ -65,10 +67,11 @@ kernels the tiles' padded extents (see ``linear_ce_flops`` and ``TILES``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
+
+from ._common import interpreting, resolve
 
 try:
     import triton
@@ -78,6 +81,8 @@ except ImportError:
     tl = None
 
 IMPLS = ("torch", "triton")
+ENV_IMPL = "RDISTILL_CE_IMPL"
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 REDUCTIONS = ("mean", "sum", "none")
 
 CHUNK_BYTES = {"torch": 256 << 20, "triton": 1 << 30}
@@ -100,21 +105,21 @@ _LSE_BLOCK_TILES = 128
 _GROUP_M = 8
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+def resolve_impl(
+    impl: str, device: torch.device | str, *, head_dim: int | None = None, dtype: torch.dtype | None = None
+) -> str:
+    """The implementation ``fused_linear_cross_entropy(..., impl=impl)`` runs on tensors of ``device``.
 
-
-def resolve_impl(impl: str, device: torch.device | str) -> str:
-    """The implementation a call with ``impl`` on tensors of ``device`` runs: "torch" or "triton".
-
-    "auto" means triton for CUDA tensors when Triton is importable, else the twin (also under
-    TRITON_INTERPRET=1: the interpreter is for tests, not for training on CPU).
+    ``"auto"``: ``$RDISTILL_CE_IMPL`` if set (read now); else ``"triton"`` on CUDA when triton is
+    importable and the dtype (when given) is one the kernels support; else ``"torch"`` (also under
+    TRITON_INTERPRET=1: the interpreter is for tests, not for training on CPU). ``head_dim`` is accepted
+    for the signature every kernel shares; the loss has no head dim. An explicit name is checked and
+    returned: ValueError for an unknown one, TritonUnavailableError for "triton" without triton.
     """
-    if impl == "auto":
-        return "triton" if torch.device(device).type == "cuda" and triton is not None else "torch"
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {('auto', *IMPLS)}")
-    return impl
+    return resolve(
+        impl, device, kernel="fused_linear_cross_entropy", impls=IMPLS, env_var=ENV_IMPL,
+        triton_importable=triton is not None, head_dim=head_dim, dtype=dtype, triton_dtypes=TRITON_DTYPES,
+    )
 
 
 def _ceil_to(x: int, m: int) -> int:
@@ -149,7 +154,7 @@ def linear_ce_flops(
             depend on the chunk size.
     """
     if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; pass a resolved impl, one of {IMPLS} (see resolve_impl)")
+        raise ValueError(f"unknown impl {impl!r}; pass a resolved impl, one of {', '.join(IMPLS)} (see resolve_impl)")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     n, d, V = num_valid_rows, hidden_dim, vocab_size
@@ -181,6 +186,20 @@ class _Params:
     chunk_rows: int | None
     impl: str
     grad_enabled: bool
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """What one walk over the valid rows is asked: its inputs, and ``want``, which gradients to compute
+    (hidden, weight, bias); they are of the reduced loss, or of sum_t grad_rows[t] * loss_t when
+    ``grad_rows`` is given."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    labels: torch.Tensor
+    want: tuple[bool, bool, bool]
+    grad_rows: torch.Tensor | None = None
 
 
 @dataclass
@@ -435,17 +454,9 @@ def _launch_options(dtype: torch.dtype) -> dict[str, object]:
     return {"num_warps": 8, "num_stages": 3, "PRECISION": "tf32"}
 
 
-def _triton_walk(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    labels: torch.Tensor,
-    p: _Params,
-    want: tuple[bool, bool, bool],
-    grad_rows: torch.Tensor | None = None,
-) -> _Result:
-    """The Triton chunk walk. ``want`` = which gradients to compute (hidden, weight, bias); they are of
-    the reduced loss, or of sum_t grad_rows[t] * loss_t when ``grad_rows`` is given."""
+def _triton_walk(w: _Walk, p: _Params) -> _Result:
+    """The Triton chunk walk (see ``_Walk``)."""
+    hidden, weight, bias, labels, want, grad_rows = w.hidden, w.weight, w.bias, w.labels, w.want, w.grad_rows
     T, D = hidden.shape
     V = weight.shape[0]
     device = hidden.device
@@ -537,17 +548,10 @@ def _triton_walk(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _torch_walk(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    labels: torch.Tensor,
-    p: _Params,
-    want: tuple[bool, bool, bool],
-    grad_rows: torch.Tensor | None = None,
-) -> _Result:
-    """The twin's chunk walk; same contract as ``_triton_walk``. One [rows, V] buffer in the
-    accumulation dtype (fp32, fp64 for fp64 inputs) holds the logits, then exp, then G, in place."""
+def _torch_walk(w: _Walk, p: _Params) -> _Result:
+    """The twin's chunk walk (see ``_Walk``). One [rows, V] buffer in the accumulation dtype (fp32, fp64
+    for fp64 inputs) holds the logits, then exp, then G, in place."""
+    hidden, weight, bias, labels, want, grad_rows = w.hidden, w.weight, w.bias, w.labels, w.want, w.grad_rows
     T, V = hidden.shape[0], weight.shape[0]
     acc = torch.promote_types(hidden.dtype, torch.float32)
     device = hidden.device
@@ -640,8 +644,7 @@ class _LinearCE(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, labels, p: _Params):
         want = tuple(ctx.needs_input_grad[:3]) if p.grad_enabled else (False, False, False)
         eager = p.reduction != "none"
-        walk = _WALKS[p.impl]
-        res = walk(hidden, weight, bias, labels, p, want if eager else (False, False, False))
+        res = _WALKS[p.impl](_Walk(hidden, weight, bias, labels, want if eager else (False, False, False)), p)
         ctx.p, ctx.want = p, want
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
         if eager:
@@ -656,7 +659,7 @@ class _LinearCE(torch.autograd.Function):
         p, want = ctx.p, ctx.want
         if p.reduction == "none":
             hidden, weight, bias, labels = ctx.saved_tensors
-            res = _WALKS[p.impl](hidden, weight, bias, labels, p, want, grad_rows=grad_out)
+            res = _WALKS[p.impl](_Walk(hidden, weight, bias, labels, want, grad_rows=grad_out), p)
             grads = (res.d_hidden, res.d_weight, res.d_bias)
             dh, dw, db = (_cast_scaled(g, None, dt) for g, dt in zip(grads, ctx.dtypes))
         else:
@@ -704,7 +707,7 @@ def fused_linear_cross_entropy(
         raise ValueError(f"softcap must be a positive number or None, got {softcap!r}")
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"chunk_rows must be positive or None, got {chunk_rows}")
-    resolved = resolve_impl(impl, hidden.device)
+    resolved = resolve_impl(impl, hidden.device, dtype=hidden.dtype)
     if resolved == "triton":
         _check_triton(hidden)
     p = _Params(
@@ -721,11 +724,11 @@ def fused_linear_cross_entropy(
 
 
 def _check_triton(hidden: torch.Tensor) -> None:
-    if triton is None:
-        raise RuntimeError("impl='triton' needs the triton package; use impl='torch' or 'auto'")
+    if hidden.dtype not in TRITON_DTYPES:
+        raise ValueError(f"impl='triton' supports {TRITON_DTYPES}, got {hidden.dtype}; use impl='torch'")
     if hidden.device.type == "cuda":
         return
-    if not _interpreting():
+    if not interpreting():
         raise ValueError(
             f"impl='triton' on {hidden.device.type} tensors needs TRITON_INTERPRET=1 set before rdistill.kernels "
             "is imported (tests only); use impl='auto' or 'torch' on CPU"

@@ -25,12 +25,12 @@ Implementations (``impl=``):
   fp32 64 x 32, 32 x 32, 32 x 32 with ``tf32x3`` dots (fp32-accurate, unlike TF32). They are fixed so
   that the executed-FLOP count is a host formula; autotuning (GPU, fp16/bf16) picks only warps and
   pipeline stages, keyed by head dim, GQA ratio, causality and ``max_seqlen`` rounded up to a power of
-  two (``RDISTILL_TRITON_AUTOTUNE=0`` takes a default config instead). Head dims 16, 32, 64, 128 (other
-  sizes: a ValueError). The grids are sized from ``max_seqlen`` and the number of documents, both known
+  two (``RDISTILL_TRITON_AUTOTUNE=0``, read at call time, takes a default config instead). Head dims
+  16, 32, 64, 128 (other sizes: a ValueError). The grids are sized from ``max_seqlen`` and the number of documents, both known
   on the host, so a call never syncs with the device; programs past a document's end return at once,
-  and the longest-running query blocks are scheduled first. Under ``TRITON_INTERPRET=1`` (CPU) a single
-  configuration is used, and bf16 inputs are computed in fp32 because the interpreter gets bf16
-  arithmetic wrong.
+  and the longest-running query blocks are scheduled first. Under ``TRITON_INTERPRET=1`` (CPU; checked
+  at call time) a single configuration is used and nothing is timed, and bf16 inputs are computed in
+  fp32 because the interpreter gets bf16 arithmetic wrong.
 - ``"torch"``: the CPU path and the reference. Documents are grouped into length buckets, right-padded
   to the bucket's longest, and each bucket is one batched causal ``scaled_dot_product_attention`` call;
   it executes each padded ``L x L`` score matrix in full (the mask is applied, not skipped). With
@@ -38,10 +38,12 @@ Implementations (``impl=``):
   ``cu_seqlens`` on the host (a sync), which the Triton path never does.
 - ``"flash_attn"``: ``flash_attn.flash_attn_varlen_func`` (FlashAttention-2), only if that package is
   installed (it is imported on first use); fp16/bf16 on CUDA, no ``return_lse``.
-- ``"auto"`` (the default): the value of the environment variable ``RDISTILL_ATTN_IMPL`` if set (how to
-  force an implementation inside a Hugging Face model, which calls this function without ``impl``);
-  otherwise ``"triton"`` for CUDA tensors of a supported dtype and head dim when triton is importable,
-  else ``"torch"``. ``resolve_impl`` says which one a call will run (the FLOP ledger needs it).
+- ``"auto"`` (the default): the value of the environment variable ``RDISTILL_ATTN_IMPL`` if set (read
+  at each call; how to force an implementation inside a Hugging Face model that calls this function
+  without ``impl``); otherwise ``"triton"`` for CUDA tensors of a supported dtype and head dim when
+  triton is importable, else ``"torch"``. ``resolve_impl`` says which one a call will run (the FLOP
+  ledger needs it); it follows the contract shared with the fused loss (``kernels/_common.py``), and
+  ``impl="triton"`` without triton raises ``TritonUnavailableError``.
 
 Differences from the reference: the Triton kernels accumulate in fp32 but round ``P`` and ``dS`` to the
 input dtype before their matmuls (as FlashAttention does), so fp16/bf16 results differ from an fp32
@@ -52,7 +54,7 @@ Memory beyond inputs, outputs and gradients: the log-sum-exp and ``delta``, 4 B 
 Hq=32: 8 MiB each), against the twin's padded copies of q, k, v and its [L, L] score buffers.
 
 Set ``RDISTILL_KERNEL_DEBUG=1`` to check ``cu_seqlens`` against ``max_seqlen`` and ``T`` on every call
-(this syncs with the device; off by default).
+(read at each call; this syncs with the device; off by default).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ._common import debugging, interpreting, resolve
+
 try:
     import triton
     import triton.language as tl
@@ -73,13 +77,11 @@ except ImportError:
     triton = None
     tl = None
 
-IMPLS = ("auto", "torch", "triton", "flash_attn")
+IMPLS = ("torch", "triton", "flash_attn")
 ENV_IMPL = "RDISTILL_ATTN_IMPL"
 ENV_AUTOTUNE = "RDISTILL_TRITON_AUTOTUNE"
 TRITON_HEAD_DIMS = (16, 32, 64, 128)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-DEBUG = os.environ.get("RDISTILL_KERNEL_DEBUG", "0") == "1"
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _LOG2E = 1.4426950408889634
 
 
@@ -202,10 +204,10 @@ def varlen_attention_flops(
     Softmax exponentials, scaling and ``delta = rowsum(dO * O)`` are not matmul FLOPs and are not
     counted. ``impl="auto"`` is refused: resolve it first (the answer depends on the device).
     """
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
     if impl == "auto":
         raise ValueError("varlen_attention_flops needs the implementation that ran: pass resolve_impl(impl, device)")
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r} for varlen_attention; choose one of {', '.join(IMPLS)}")
     lengths = [int(l) for l in doc_lengths]
     tri = sum(l * (l + 1) // 2 for l in lengths) if causal else sum(l * l for l in lengths)
     useful = 4 * num_heads_q * head_dim * tri
@@ -241,21 +243,18 @@ def resolve_impl(
 ) -> str:
     """The implementation ``varlen_attention(..., impl=impl)`` runs for tensors on ``device``.
 
-    ``"auto"``: ``$RDISTILL_ATTN_IMPL`` if set; else ``"triton"`` on CUDA when triton is importable and
-    the head dim and dtype (when given) are ones the kernels support; else ``"torch"``. Other names are
-    returned as they are (after checking that they exist).
+    ``"auto"``: ``$RDISTILL_ATTN_IMPL`` if set (read now); else ``"triton"`` on CUDA when triton is
+    importable and the head dim and dtype (when given) are ones the kernels support; else ``"torch"``.
+    An explicit name is checked and returned: ValueError for an unknown one, TritonUnavailableError for
+    "triton" without triton, ImportError for "flash_attn" without flash-attn.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
-    if impl != "auto":
-        return impl
-    forced = os.environ.get(ENV_IMPL, "")
-    if forced:
-        if forced not in IMPLS[1:]:
-            raise ValueError(f"${ENV_IMPL}={forced!r} is not an implementation; use one of {IMPLS[1:]} or unset it")
-        return forced
-    supported = (head_dim is None or head_dim in TRITON_HEAD_DIMS) and (dtype is None or dtype in TRITON_DTYPES)
-    return "triton" if torch.device(device).type == "cuda" and triton is not None and supported else "torch"
+    name = resolve(
+        impl, device, kernel="varlen_attention", impls=IMPLS, env_var=ENV_IMPL, triton_importable=triton is not None,
+        head_dim=head_dim, dtype=dtype, triton_head_dims=TRITON_HEAD_DIMS, triton_dtypes=TRITON_DTYPES,
+    )
+    if name == "flash_attn" and not flash_attn_available():
+        raise ImportError("impl='flash_attn' needs the flash-attn package; use impl='triton' or 'torch'")
+    return name
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
@@ -278,20 +277,20 @@ if triton is not None:
     def _configs(pairs: Sequence[tuple[int, int]]) -> list:
         return [triton.Config({}, num_warps=w, num_stages=st) for w, st in pairs]
 
-    _FWD_CONFIGS = _configs([(4, 1)] if _INTERPRET else [(4, 2), (4, 3), (8, 2), (8, 3)])
-    _BWD_CONFIGS = _configs([(4, 1)] if _INTERPRET else [(4, 2), (8, 1), (8, 2), (8, 3)])
+    _FWD_CONFIGS = _configs([(4, 2), (4, 3), (8, 2), (8, 3)])
+    _BWD_CONFIGS = _configs([(4, 2), (8, 1), (8, 2), (8, 3)])
     _AUTOTUNE_KEY = ["SEQLEN_BUCKET", "D", "GROUPS", "IS_CAUSAL"]
 
     def _pruner(kernel: str):
-        """Autotuning candidates: all of them for 16-bit inputs, unless ``$RDISTILL_TRITON_AUTOTUNE=0``;
-        otherwise one default (fp32 always: its compiles are slow and it is not a training dtype here)."""
+        """Autotuning candidates, decided at call time: all of them for 16-bit inputs, unless
+        ``$RDISTILL_TRITON_AUTOTUNE=0``; otherwise one default (fp32 always: its compiles are slow and it
+        is not a training dtype here; and under ``TRITON_INTERPRET=1``, where nothing can be timed)."""
 
         def prune(configs, named_args, **kwargs):
-            fp32 = named_args["Q"].dtype == torch.float32
-            if not fp32 and os.environ.get(ENV_AUTOTUNE, "1") != "0":
-                return configs
-            if fp32:
+            if named_args["Q"].dtype == torch.float32 or interpreting():
                 warps, stages = 4, 1
+            elif os.environ.get(ENV_AUTOTUNE, "1") != "0":
+                return configs
             elif kernel == "fwd":
                 warps, stages = (4 if kwargs["D"] <= 64 else 8), 3
             else:
@@ -299,6 +298,14 @@ if triton is not None:
             return _configs([(warps, stages)])
 
         return {"early_config_prune": prune}
+
+    def _timer(kernel_call, quantiles):
+        """Autotuning's timer: the driver's own, except in the interpreter, where ``_pruner`` leaves a
+        single config and nothing is timed. (Triton 3.8 and later never time a single pruned config;
+        3.6 does, through the GPU driver, which the interpreter does not have.)"""
+        if interpreting():
+            return [0.0] * len(quantiles)
+        return triton.runtime.driver.active.get_benchmarker()(kernel_call, quantiles=quantiles)
 
     @triton.jit
     def _fwd_tiles(
@@ -330,7 +337,7 @@ if triton is not None:
             m_i = m_new
         return acc, l_i, m_i
 
-    @triton.autotune(configs=_FWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_pruner("fwd"))
+    @triton.autotune(configs=_FWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_pruner("fwd"), do_bench=_timer)
     @triton.jit
     def _attn_fwd(
         Q, K, V, O, LSE, CU, TILES,
@@ -438,7 +445,7 @@ if triton is not None:
             dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PRECISION)
         return dk, dv
 
-    @triton.autotune(configs=_BWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_pruner("bwd"))
+    @triton.autotune(configs=_BWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_pruner("bwd"), do_bench=_timer)
     @triton.jit
     def _attn_bwd_dkdv(
         Q, K, V, DO, LSE, DELTA, DK, DV, CU, TILES,
@@ -535,7 +542,7 @@ if triton is not None:
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
         return dq
 
-    @triton.autotune(configs=_BWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_pruner("bwd"))
+    @triton.autotune(configs=_BWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_pruner("bwd"), do_bench=_timer)
     @triton.jit
     def _attn_bwd_dq(
         Q, K, V, DO, LSE, DELTA, DQ, CU, TILES,
@@ -694,9 +701,7 @@ class _VarlenAttention(torch.autograd.Function):
 
 
 def _check_triton(q: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
-    if triton is None:
-        raise ImportError("impl='triton' needs the triton package (pip install 'triton>=3.6'); or use impl='torch'")
-    if q.device.type != "cuda" and not _INTERPRET:
+    if q.device.type != "cuda" and not interpreting():
         raise ValueError(
             f"impl='triton' needs CUDA tensors (got {q.device}), or TRITON_INTERPRET=1 set before this module "
             "is imported (slow; for tests); use impl='torch' on CPU"
@@ -720,8 +725,6 @@ def _validate_boundaries(cu_seqlens: torch.Tensor, max_seqlen: int, num_tokens: 
 
 
 def _flash_attn(q, k, v, cu_seqlens, p: _Params) -> torch.Tensor:
-    if not flash_attn_available():
-        raise ImportError("impl='flash_attn' needs the flash-attn package; use impl='triton' or 'torch'")
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"impl='flash_attn' needs fp16/bf16 CUDA tensors, got {q.dtype} on {q.device}")
     from flash_attn import flash_attn_varlen_func
@@ -823,9 +826,9 @@ def varlen_attention(
             raise ValueError("impl='flash_attn' does not return the log-sum-exp here; use impl='triton' or 'torch'")
         return _flash_attn(q, k, v, cu_seqlens, p)
     _check_triton(q, cu_seqlens)
-    if DEBUG:
+    if debugging():
         _validate_boundaries(cu_seqlens, p.max_seqlen, q.shape[0])
-    if _INTERPRET and q.dtype == torch.bfloat16:
+    if interpreting() and q.dtype == torch.bfloat16:
         out, lse = _VarlenAttention.apply(q.float(), k.float(), v.float(), cu_seqlens, p)
         out = out.to(q.dtype)
     else:

@@ -10,16 +10,16 @@ actual prompt and output lengths, by the exact count and by the paper's prefill 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rdistill.flops import ModelShape, generation_flops
-from rdistill.schema import PairedExample
-from rdistill.synth import CHANCE
-from rdistill.tokenizer import prompt_text
+from rdistill.data.schema import PairedExample
+from rdistill.data.tokenize import prompt_text
+from rdistill.flops.ledger import ModelShape, generation_flops
+from rdistill.results import EvalResult, InferenceFlops
 
 BOX = "\\boxed{"
 
@@ -120,24 +120,26 @@ def generate_answers(
     return [results[i] for i in range(len(examples))]
 
 
-def summarise(gens: Sequence[Generation]) -> dict:
-    """results.json's ``eval`` block."""
-    n = len(gens)
+def summarise(gens: Sequence[Generation], chance: Mapping[str, float], max_new_tokens: int | None = None) -> EvalResult:
+    """results.json's ``eval`` block; ``chance`` is the data source's chance accuracy by family."""
     fam: dict[str, list[Generation]] = defaultdict(list)
     for g in gens:
         fam[g.family].append(g)
     right = [g.output_tokens for g in gens if g.correct]
     wrong = [g.output_tokens for g in gens if not g.correct]
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-    return {
-        "accuracy": mean([float(g.correct) for g in gens]),
-        "by_family": {f: mean([float(g.correct) for g in gs]) for f, gs in sorted(fam.items())},
-        "chance": {f: CHANCE.get(f) for f in sorted(fam)},
-        "n": n,
-        "n_by_family": {f: len(gs) for f, gs in sorted(fam.items())},
-        "mean_output_tokens": mean([g.output_tokens for g in gens]),
-        "mean_output_tokens_correct": mean(right),
-        "mean_output_tokens_wrong": mean(wrong),
-        "mean_prompt_tokens": mean([g.prompt_tokens for g in gens]),
-        "inference_flops_per_query": {"exact": mean([g.flops_exact for g in gens]), "paper": mean([g.flops_paper for g in gens])},
-    }
+    return EvalResult(
+        accuracy=mean([float(g.correct) for g in gens]),
+        by_family={f: mean([float(g.correct) for g in gs]) for f, gs in sorted(fam.items())},
+        chance={f: chance.get(f) for f in sorted(fam)},
+        n=len(gens),
+        n_by_family={f: len(gs) for f, gs in sorted(fam.items())},
+        mean_output_tokens=mean([g.output_tokens for g in gens]),
+        mean_output_tokens_correct=mean(right),
+        mean_output_tokens_wrong=mean(wrong),
+        mean_prompt_tokens=mean([g.prompt_tokens for g in gens]),
+        inference_flops_per_query=InferenceFlops(
+            exact=mean([g.flops_exact for g in gens]), paper=mean([g.flops_paper for g in gens])
+        ),
+        max_new_tokens=max_new_tokens,
+    )

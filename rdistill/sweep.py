@@ -1,6 +1,6 @@
 """Sweeps: a grid of students x arms x budgets, run one after another into one study folder.
 
-Each grid point is its own run folder, ``STUDY/<model>/<budget>/<arm>/``, made by rdistill.run with a
+A sweep is a ``rdistill.config.SweepConfig``. Each grid point is its own run folder, ``STUDY/<model>/<budget>/<arm>/``, made by rdistill.run with a
 single arm, so every point is resumable on its own:
 
 - a point whose results.json says "complete" is skipped (an interrupted sweep resumes where it stopped);
@@ -15,7 +15,6 @@ sees the same data, because the seed is shared.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import traceback
@@ -23,8 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rdistill.config import RunConfig, SweepConfig
+from rdistill.data.curriculum import parse_arms
 from rdistill.io import write_json_atomic
-from rdistill.run import RunConfig, RunHooks, parse_arms, run
+from rdistill.results import ResultsError, RunResults
+from rdistill.run import RunHooks, run
 
 
 @dataclass(frozen=True)
@@ -42,32 +44,42 @@ def grid(models: tuple[str, ...], arms: tuple[str, ...], budgets: tuple[float, .
     """All grid points, cheapest budget first, so a partial sweep already spans the sizes and arms."""
     if not models or not budgets:
         raise ValueError("a sweep needs at least one model and one budget")
-    names = parse_arms(arms)
+    names = [a.name for a in parse_arms(arms)]
     return [SweepPoint(m, b, a) for b in sorted(budgets) for m in models for a in names]
 
 
 def point_status(folder: Path) -> str | None:
     """The status in a point's results.json, or None when there is none (or it cannot be read)."""
     try:
-        return json.loads((folder / "results.json").read_text()).get("status")
-    except (OSError, ValueError):
+        return RunResults.read(folder / "results.json").status
+    except ResultsError:
         return None
 
 
+def point_config(base: RunConfig, point: SweepPoint, study: Path) -> RunConfig:
+    """The one-arm run of ``point``: ``base`` with the point's folder, student, arm and budget."""
+    return replace(
+        base,
+        out=str(point.folder(study)),
+        model=replace(base.model, name=point.model),
+        arms=(point.arm,),
+        train=replace(base.train, budget_flops=point.budget, samples=None),
+    )
+
+
 def run_sweep(
+    cfg: SweepConfig,
     study: str | Path,
-    points: list[SweepPoint],
-    base: RunConfig,
     *,
     hooks_for: Callable[[SweepPoint], RunHooks] | None = None,
     on_point: Callable[[SweepPoint, str, int, int], None] | None = None,
 ) -> dict:
-    """Run every point not yet complete. ``base`` gives every setting but model, arm, budget and out.
+    """Run every point of ``cfg``'s grid that is not yet complete into the folder ``study``.
 
     ``on_point(point, status, index, total)`` is told "skipped", "started", "complete" or "failed".
     """
-    if base.train.budget_flops is None:
-        raise ValueError("a sweep trains to FLOP budgets; give --budgets")
+    points = grid(cfg.models, cfg.arms, cfg.budgets)
+    base = cfg.base
     study = Path(study)
     study.mkdir(parents=True, exist_ok=True)
     manifest = {"points": []}
@@ -83,18 +95,11 @@ def run_sweep(
             continue
         if folder.exists():
             shutil.rmtree(folder)
-        cfg = replace(
-            base,
-            out=str(folder),
-            model=point.model,
-            arms=(point.arm,),
-            train=replace(base.train, budget_flops=point.budget),
-        )
         if on_point:
             on_point(point, "started", i, len(points))
         t0 = time.perf_counter()
         try:
-            run(cfg, hooks_for(point) if hooks_for else None)
+            run(point_config(base, point, study), hooks_for(point) if hooks_for else None)
             entry["status"] = "complete"
         except KeyboardInterrupt:
             entry["status"] = "interrupted"

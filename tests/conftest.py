@@ -15,6 +15,24 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(scope="session")
 def tok():
-    from rdistill.tokenizer import builtin_tokenizer
+    from rdistill.synthetic import builtin_tokenizer
 
     return builtin_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def make_student():
+    """A factory of small students with rdistill's packed attention: ``make_student(kind, **sizes)``,
+    kind "qwen2" or "llama"; sizes override vocab_size, hidden_size, num_hidden_layers,
+    intermediate_size, max_position_embeddings, num_attention_heads, num_key_value_heads, head_dim."""
+    from transformers import AutoConfig
+
+    from rdistill.model import student_from_config
+
+    def make(kind: str, **sizes) -> torch.nn.Module:
+        torch.manual_seed(0)
+        fields = {**dict(vocab_size=61, hidden_size=48, num_hidden_layers=2, intermediate_size=80,
+                         max_position_embeddings=64, num_attention_heads=4, num_key_value_heads=2), **sizes}
+        return student_from_config(AutoConfig.for_model(kind, **fields))
+
+    return make

@@ -3,7 +3,7 @@
 CPU tests run the kernels in the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before
 any kernel module is imported), in fp32 and fp16 only (the interpreter computes bf16 wrongly), on small
 grids. ``TestGPU`` runs the compiled kernels (bf16/fp16, head dims 64 and 128, long documents); it needs
-a CUDA device and ``TRITON_INTERPRET=0`` (``benchmarks/attention.py:gpu_section`` runs it that way).
+a CUDA device and ``TRITON_INTERPRET=0`` (``python -m benchmarks.gpu_check`` runs it that way).
 
 Error rule (STYLE.md): the kernel's error against the high-precision reference is at most k times the
 error of PyTorch doing the same attention in the same dtype, plus a small tolerance; k = 2 for the
@@ -18,11 +18,13 @@ import itertools
 import pytest
 import torch
 
+from rdistill.kernels._common import ENV_DEBUG, interpreting
+
 va = importlib.import_module("rdistill.kernels.varlen_attention")
 
 NEEDS_TRITON = pytest.mark.skipif(not va.triton_available(), reason="triton is not installed")
 INTERPRETED = pytest.mark.skipif(
-    not (va.triton_available() and va._INTERPRET), reason="CPU kernel tests need triton and TRITON_INTERPRET=1"
+    not (va.triton_available() and interpreting()), reason="CPU kernel tests need triton and TRITON_INTERPRET=1"
 )
 F16, F32 = torch.float16, torch.float32
 
@@ -190,20 +192,19 @@ def test_flops_formula_worked_numbers():
 
 
 @NEEDS_TRITON
-def test_resolve_impl(monkeypatch):
+def test_resolve_impl_heeds_head_dim_dtype_and_flash_attn(monkeypatch):
+    """What only attention has; the contract both kernels share is in test_kernel_contract.py."""
     monkeypatch.delenv(va.ENV_IMPL, raising=False)
-    assert va.resolve_impl("auto", "cpu") == "torch"
-    assert va.resolve_impl("auto", torch.device("cuda", 0)) == "triton"
+    assert va.resolve_impl("auto", torch.device("cuda", 0), head_dim=128, dtype=torch.bfloat16) == "triton"
     assert va.resolve_impl("auto", "cuda", head_dim=80) == "torch"
     assert va.resolve_impl("auto", "cuda", dtype=torch.float64) == "torch"
     assert va.resolve_impl("torch", "cuda") == "torch"
-    monkeypatch.setenv(va.ENV_IMPL, "triton")
-    assert va.resolve_impl("auto", "cpu") == "triton"
-    monkeypatch.setenv(va.ENV_IMPL, "fast")
-    with pytest.raises(ValueError, match=va.ENV_IMPL):
-        va.resolve_impl("auto", "cpu")
-    with pytest.raises(ValueError, match="unknown impl"):
-        va.resolve_impl("cuda", "cpu")
+    if not va.flash_attn_available():
+        with pytest.raises(ImportError, match="flash-attn"):
+            va.resolve_impl("flash_attn", "cuda")
+        monkeypatch.setenv(va.ENV_IMPL, "flash_attn")
+        with pytest.raises(ImportError, match="flash-attn"):
+            va.resolve_impl("auto", "cuda")
 
 
 @INTERPRETED
@@ -221,56 +222,45 @@ def test_clear_errors():
 @INTERPRETED
 def test_debug_flag_checks_max_seqlen(monkeypatch):
     q, k, v, cu, _ = _inputs((5, 9), 2, 2, 16, F32)
-    monkeypatch.setattr(va, "DEBUG", True)
+    monkeypatch.setenv(ENV_DEBUG, "1")
     with pytest.raises(ValueError, match="max_seqlen=5"):
         va.varlen_attention(q, k, v, cu, 5, impl="triton")
 
 
-def _student(kind: str) -> torch.nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from rdistill.models import ATTN_IMPL
-
-    torch.manual_seed(0)
-    common = dict(vocab_size=71, hidden_size=64, num_hidden_layers=2, intermediate_size=96, max_position_embeddings=256)
-    if kind == "qwen2":
-        cfg = AutoConfig.for_model("qwen2", num_attention_heads=4, num_key_value_heads=2, **common)
-    else:
-        cfg = AutoConfig.for_model("llama", num_attention_heads=4, num_key_value_heads=1, head_dim=32, **common)
-    return AutoModelForCausalLM.from_config(cfg, attn_implementation=ATTN_IMPL)
+STUDENT_SIZES = dict(vocab_size=71, hidden_size=64, intermediate_size=96, max_position_embeddings=256)
+KV_HEADS = {"qwen2": dict(num_key_value_heads=2), "llama": dict(num_key_value_heads=1, head_dim=32)}
 
 
-def _loss_and_grads(net, batch):
-    from rdistill.models import packed_loss_sum
+def _loss_and_grads(net, batch, attention: str):
+    from rdistill.model import KernelPlan, packed_loss_sum
 
     net.zero_grad()
-    loss = packed_loss_sum(net, batch)
+    plan = KernelPlan(attention=attention, loss="torch", dtype=next(net.parameters()).dtype)
+    loss = packed_loss_sum(net, batch, plan)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
 @INTERPRETED
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
-def test_hf_student_with_triton_matches_reference_attention(kind, monkeypatch):
-    """The registered attention with impl forced to 'triton' (via $RDISTILL_ATTN_IMPL) gives the same loss
-    and parameter gradients as with the PyTorch twin, on one packed row."""
-    from rdistill.batch import PackedBatch
+def test_hf_student_with_triton_matches_reference_attention(kind, make_student):
+    """The registered attention with a KernelPlan naming 'triton' gives the same loss and parameter
+    gradients as with the PyTorch twin, on one packed row."""
+    from rdistill.data.batch import PackedBatch
 
     g = torch.Generator().manual_seed(3)
     docs = [(torch.randint(0, 71, (n,), generator=g).tolist(), [i >= n // 3 for i in range(n)]) for n in (1, 37, 90, 2)]
     batch = PackedBatch.from_documents(docs)
-    net = _student(kind)
-    monkeypatch.setenv(va.ENV_IMPL, "torch")
-    ref_loss, ref_grads = _loss_and_grads(net, batch)
-    monkeypatch.setenv(va.ENV_IMPL, "triton")
-    loss, grads = _loss_and_grads(net, batch)
+    net = make_student(kind, **STUDENT_SIZES, **KV_HEADS[kind])
+    ref_loss, ref_grads = _loss_and_grads(net, batch, "torch")
+    loss, grads = _loss_and_grads(net, batch, "triton")
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
     assert grads.keys() == ref_grads.keys()
     for n, got in grads.items():
         torch.testing.assert_close(got, ref_grads[n], rtol=1e-4, atol=1e-5, msg=n)
 
 
-CUDA_READY = va.triton_available() and torch.cuda.is_available() and not va._INTERPRET
+CUDA_READY = va.triton_available() and torch.cuda.is_available() and not interpreting()
 
 
 @pytest.mark.skipif(not CUDA_READY, reason="needs triton, a CUDA GPU and TRITON_INTERPRET=0 (compiled kernels)")
@@ -321,18 +311,18 @@ class TestGPU:
         assert tiles.tolist() == [4 * want["fwd"], 4 * want["dkdv"], 4 * want["dq"]]
 
     @pytest.mark.parametrize("kind", ["qwen2", "llama"])
-    def test_hf_student_compiled(self, kind, monkeypatch):
-        from rdistill.batch import PackedBatch
+    def test_hf_student_compiled(self, kind, monkeypatch, make_student):
+        from rdistill.data.batch import PackedBatch
+        from rdistill.model import resolve_kernels
 
         g = torch.Generator().manual_seed(5)
         docs = [(torch.randint(0, 71, (n,), generator=g).tolist(), [True] * n) for n in (1, 200, 31, 250)]
         batch = PackedBatch.from_documents(docs).to("cuda")
-        net = _student(kind).cuda()
-        monkeypatch.setenv(va.ENV_IMPL, "torch")
-        ref_loss, ref_grads = _loss_and_grads(net, batch)
-        monkeypatch.delenv(va.ENV_IMPL)
-        assert va.resolve_impl("auto", "cuda") == "triton"
-        loss, grads = _loss_and_grads(net, batch)
+        net = make_student(kind, **STUDENT_SIZES, **KV_HEADS[kind]).cuda()
+        ref_loss, ref_grads = _loss_and_grads(net, batch, "torch")
+        monkeypatch.delenv(va.ENV_IMPL, raising=False)
+        assert resolve_kernels(net, "cuda").attention == "triton"
+        loss, grads = _loss_and_grads(net, batch, "triton")
         torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=1e-4)
         for n, got in grads.items():
             torch.testing.assert_close(got, ref_grads[n], rtol=1e-3, atol=1e-4, msg=n)

@@ -1,6 +1,6 @@
 import torch
 
-from rdistill.batch import IGNORE_INDEX, PackedBatch
+from rdistill.data.batch import IGNORE_INDEX, PackedBatch
 
 
 def test_labels_never_cross_documents_and_skip_prompts():

@@ -85,7 +85,7 @@ def test_existing_folder_is_not_overwritten(tmp_path):
     "args,message",
     [
         (["--arms", "ift,poetry"], "unknown arm"),
-        (["--budget-kind", "chinchilla"], "budget kind"),
+        (["--budget-kind", "chinchilla"], "--budget-kind"),
         (["--samples", "5"], "exactly one"),
     ],
 )

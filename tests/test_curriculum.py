@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rdistill.curriculum import ArmSpec, parse_arm, parse_arms, segments
+from rdistill.data.curriculum import ArmSpec, parse_arm, parse_arms, segments
 
 
 def test_parse_arms():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rdistill.data import DataError, LoadedPairs, load_pairs, parse_column_map, write_pairs
-from rdistill.schema import DEFAULT_FAMILY, PairedExample
+from rdistill.data.loading import DataError, LoadedPairs, load_pairs, parse_column_map, write_pairs
+from rdistill.data.schema import DEFAULT_FAMILY, PairedExample
 
 
 def _row(i: int, **overrides: object) -> dict[str, object]:

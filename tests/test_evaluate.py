@@ -1,10 +1,10 @@
 import pytest
 
 from rdistill.evaluate import extract_boxed, generate_answers, is_correct, summarise
-from rdistill.flops import ModelShape, generation_flops
-from rdistill.models import build_student
-from rdistill.schema import PairedExample
-from rdistill.synth import generate
+from rdistill.flops.ledger import ModelShape, generation_flops
+from rdistill.model import build_student
+from rdistill.data.schema import PairedExample
+from rdistill.synthetic.teacher import CHANCE, generate
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,7 @@ def test_generation_counts_tokens_and_flops(tok):
         assert g.prompt_tokens == len(tok(f"<|user|>{ex.prompt}\n<|assistant|>\n", add_special_tokens=False)["input_ids"])
         assert g.flops_exact == generation_flops(shape, g.prompt_tokens, g.output_tokens)["exact"]
     assert net.config._attn_implementation == "rdistill_varlen"
-    s = summarise(gens)
-    assert s["n"] == 6 and set(s["by_family"]) == {"math-oe", "math-mc", "general-oe", "general-mc"}
-    assert s["chance"]["math-mc"] == 0.25
+    s = summarise(gens, CHANCE, max_new_tokens=9)
+    assert s.n == 6 and set(s.by_family) == {"math-oe", "math-mc", "general-oe", "general-mc"}
+    assert s.chance["math-mc"] == 0.25 and s.max_new_tokens == 9
+    assert s.inference_flops_per_query.exact == sum(g.flops_exact for g in gens) / 6

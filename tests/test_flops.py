@@ -18,9 +18,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from rdistill import models
-from rdistill.batch import PackedBatch
-from rdistill.flops import COMPONENTS, FlopLedger, ModelShape, StepFlops, generation_flops, train_step_flops
+from rdistill import model as models
+from rdistill.data.batch import PackedBatch
+from rdistill.flops.ledger import COMPONENTS, FlopLedger, ModelShape, StepFlops, generation_flops, train_step_flops
 
 CONFIGS: dict[str, dict] = {
     # explicit head_dim, so h_q d_h (120) != d (96); GQA ratio 3; untied head
@@ -46,6 +46,8 @@ def _config(model_type: str, **overrides) -> PretrainedConfig:
 
 def _build(model_type: str, attn_implementation: str = models.ATTN_IMPL, **overrides) -> PreTrainedModel:
     torch.manual_seed(0)
+    if attn_implementation == models.ATTN_IMPL:
+        return models.student_from_config(_config(model_type, **overrides))
     return AutoModelForCausalLM.from_config(_config(model_type, **overrides), attn_implementation=attn_implementation)
 
 
@@ -76,7 +78,7 @@ def _counted(fn: Callable[[], object]) -> FlopCounterMode:
 
 def _train_step_measured(net: PreTrainedModel, batch: PackedBatch) -> int:
     net.zero_grad(set_to_none=True)
-    return _counted(lambda: models.packed_loss_sum(net, batch).backward()).get_total_flops()
+    return _counted(lambda: models.packed_loss_sum(net, batch, models.resolve_kernels(net, "cpu")).backward()).get_total_flops()
 
 
 def _step(net: PreTrainedModel, batch: PackedBatch) -> StepFlops:
@@ -125,7 +127,7 @@ def test_forward_components_match_flop_counter_modules(net):
     """
     batch = PackedBatch.from_documents(_documents(net.config.vocab_size))
     shape = ModelShape.from_model(net)
-    counts = _counted(lambda: models.packed_loss_sum(net, batch)).get_flop_counts()
+    counts = _counted(lambda: models.packed_loss_sum(net, batch, models.resolve_kernels(net, "cpu"))).get_flop_counts()
 
     def module(suffix: str, ops: tuple[str, ...] = ("mm", "addmm")) -> int:
         (key,) = [k for k in counts if k.endswith(suffix)]

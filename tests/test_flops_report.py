@@ -4,8 +4,9 @@ import numpy as np
 from typer.testing import CliRunner
 
 from rdistill.cli.main import app
-from rdistill.flops import ModelShape
-from rdistill.flops_report import count, sample_lengths
+from rdistill.flops.ledger import ModelShape
+from rdistill.flops.audit import count
+from rdistill.flops.distributions import sample_lengths
 
 
 def test_length_distributions():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed")
 
-from rdistill.batch import PackedBatch  # noqa: E402
+from rdistill.data.batch import PackedBatch  # noqa: E402
 from rdistill.kernels.fused_linear_ce import (  # noqa: E402
     TILES,
     fused_linear_cross_entropy,
@@ -272,12 +272,16 @@ def test_triton_flops_count_padded_tiles():
         linear_ce_flops(1, 1, 1, impl="auto")
 
 
-def test_resolve_impl_and_argument_errors():
-    assert resolve_impl("auto", "cpu") == "torch"
-    assert resolve_impl("auto", torch.device("cuda", 0)) == "triton"
+def test_resolve_impl_and_argument_errors(monkeypatch):
+    """What only the loss has; the contract both kernels share is in test_kernel_contract.py."""
+    monkeypatch.delenv("RDISTILL_CE_IMPL", raising=False)
+    assert resolve_impl("auto", torch.device("cuda", 0), dtype=torch.bfloat16) == "triton"
+    assert resolve_impl("auto", "cuda", head_dim=80) == "triton"  # the loss has no head dim
+    assert resolve_impl("auto", "cuda", dtype=torch.float64) == "torch"
     assert resolve_impl("triton", "cpu") == "triton"
-    with pytest.raises(ValueError, match="unknown impl"):
-        resolve_impl("cuda", "cpu")
+    h, w, _, y = _inputs(4, 8, 16, torch.float64, bias=False)
+    with pytest.raises(ValueError, match="float64"):
+        fused_linear_cross_entropy(h, w, y, impl="triton")
     h, w, _, y = _inputs(4, 8, 16, torch.bfloat16, bias=False)
     if os.environ.get("TRITON_INTERPRET") == "1":
         with pytest.raises(ValueError, match="interpreter computes torch.bfloat16 wrongly"):

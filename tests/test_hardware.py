@@ -2,7 +2,7 @@ import json
 
 import torch
 
-from rdistill import hardware
+from rdistill.flops import hardware
 
 
 def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):

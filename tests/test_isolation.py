@@ -7,22 +7,14 @@ does not depend on either.
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
-from rdistill.batch import PackedBatch
-from rdistill.models import ATTN_IMPL, packed_hidden_states, packed_loss_sum
+from rdistill.data.batch import PackedBatch
+from rdistill.model import packed_hidden_states, packed_loss_sum, resolve_kernels
 
 LENGTHS = (7, 1, 23, 12)
 
 
-def _model(kind: str):
-    torch.manual_seed(0)
-    common = dict(vocab_size=61, hidden_size=48, num_hidden_layers=2, intermediate_size=80, max_position_embeddings=64)
-    if kind == "qwen2":
-        cfg = AutoConfig.for_model("qwen2", num_attention_heads=4, num_key_value_heads=2, **common)
-    else:
-        cfg = AutoConfig.for_model("llama", num_attention_heads=6, num_key_value_heads=3, head_dim=8, **common)
-    return AutoModelForCausalLM.from_config(cfg, attn_implementation=ATTN_IMPL).double()
+SIZES = {"qwen2": {}, "llama": dict(num_attention_heads=6, num_key_value_heads=3, head_dim=8)}
 
 
 def _docs(seed: int):
@@ -32,16 +24,17 @@ def _docs(seed: int):
 
 def _logits_and_grads(net, batch):
     net.zero_grad()
-    hidden = packed_hidden_states(net, batch)
+    kernels = resolve_kernels(net, "cpu")
+    hidden = packed_hidden_states(net, batch, kernels)
     logits = net.lm_head(hidden)
-    loss = packed_loss_sum(net, batch)
+    loss = packed_loss_sum(net, batch, kernels)
     loss.backward()
     return logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
-def test_perturbing_one_document_moves_nothing_else(kind):
-    net = _model(kind)
+def test_perturbing_one_document_moves_nothing_else(kind, make_student):
+    net = make_student(kind, **SIZES[kind]).double()
     docs = _docs(1)
     base = PackedBatch.from_documents(docs)
     changed = list(docs)
@@ -58,9 +51,9 @@ def test_perturbing_one_document_moves_nothing_else(kind):
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "llama"])
-def test_packed_equals_each_document_alone(kind):
+def test_packed_equals_each_document_alone(kind, make_student):
     """Logits and summed gradients of the packed row equal those of the documents run one by one."""
-    net = _model(kind)
+    net = make_student(kind, **SIZES[kind]).double()
     docs = _docs(2)
     logits, grads = _logits_and_grads(net, PackedBatch.from_documents(docs))
     alone_logits, alone_grads = [], {}

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from rdistill import packing
-from rdistill.packing import MODES, PackingError, pack, pack_arrays
+from rdistill.data import packing
+from rdistill.data.packing import MODES, PackingError, pack, pack_arrays
 
 try:
     from rdistill import _C
@@ -254,7 +254,7 @@ sys.meta_path.insert(0, NoExtension())
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import rdistill
-    import rdistill.packing as packing
+    import rdistill.data.packing as packing
     plan = packing.pack([5, 3, 8, 2, 7, 1], 10)
     packing.pack([1, 2], 10)
 print(packing.BACKEND, plan.backend, plan.packs, len([w for w in caught if "numpy twin" in str(w.message)]))

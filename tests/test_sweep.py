@@ -3,20 +3,18 @@ import json
 import pytest
 
 import rdistill.sweep as sweep_mod
-from rdistill.report import write_report
-from rdistill.run import RunConfig
+from rdistill.analysis import write_report
+from rdistill.config import DataConfig, EvalConfig, RunConfig, SweepConfig, TrainConfig
 from rdistill.sweep import grid, run_sweep
-from rdistill.train import TrainSettings
 
 
-def _base(tmp_path):
-    return RunConfig(
-        out=str(tmp_path / "unused"),
-        train=TrainSettings(budget_flops=1.0, pack_tokens=512),
-        synth_train=300,
-        synth_eval=8,
-        max_new_tokens=12,
+def _sweep(models, arms, budgets):
+    base = RunConfig(
+        train=TrainConfig(budget_flops=1.0, pack_tokens=512),
+        data=DataConfig(train_size=300, eval_size=8),
+        eval=EvalConfig(max_new_tokens=12),
     )
+    return SweepConfig(budgets=budgets, base=base, models=models, arms=arms)
 
 
 def test_grid_order_and_validation():
@@ -29,8 +27,7 @@ def test_grid_order_and_validation():
 
 def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     study = tmp_path / "study"
-    pts = grid(("no-such-model", "tiny"), ("ift",), (2e10,))
-    manifest = run_sweep(study, pts, _base(tmp_path))
+    manifest = run_sweep(_sweep(("no-such-model", "tiny"), ("ift",), (2e10,)), study)
     status = {p["model"]: p["status"] for p in manifest["points"]}
     assert status == {"no-such-model": "failed", "tiny": "complete"}
     saved = json.loads((study / "sweep.json").read_text())
@@ -39,23 +36,23 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_interrupted_sweep_resumes_and_skips_finished_points(tmp_path, monkeypatch):
     study = tmp_path / "study"
-    pts = grid(("tiny",), ("ift", "reasoning", "seq50"), (2e10,))
+    cfg = _sweep(("tiny",), ("ift", "reasoning", "seq50"), (2e10,))
     real_run = sweep_mod.run
     calls = []
 
-    def interrupt_second(cfg, hooks=None):
-        calls.append(cfg.arms[0])
+    def interrupt_second(run_cfg, hooks=None):
+        calls.append(run_cfg.arms[0])
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_run(cfg, hooks)
+        return real_run(run_cfg, hooks)
 
     monkeypatch.setattr(sweep_mod, "run", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(study, pts, _base(tmp_path))
+        run_sweep(cfg, study)
     assert json.loads((study / "sweep.json").read_text())["points"][1]["status"] == "interrupted"
     monkeypatch.setattr(sweep_mod, "run", real_run)
     seen = []
-    manifest = run_sweep(study, pts, _base(tmp_path), on_point=lambda p, st, i, n: seen.append((p.arm, st)))
+    manifest = run_sweep(cfg, study, on_point=lambda p, st, i, n: seen.append((p.arm, st)))
     assert ("ift", "skipped") in seen and ("reasoning", "started") in seen and ("seq50", "complete") in seen
     assert [p["status"] for p in manifest["points"]] == ["complete"] * 3
     # a report from this tiny real sweep

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rdistill.evaluate import extract_boxed
-from rdistill.synth import FAMILIES, generate, make_splits
+from rdistill.synthetic.teacher import FAMILIES, generate, make_splits
 
 
 def test_deterministic_by_seed():
@@ -60,7 +60,7 @@ def test_bad_arguments():
         generate(3, difficulty=9)
     with pytest.raises(ValueError, match="unknown families"):
         generate(3, families=("poetry",))
-    from rdistill.synth import _unique
+    from rdistill.synthetic.teacher import _unique
 
     with pytest.raises(ValueError, match="only make 5 distinct prompts of 50"):
         _unique(iter(generate(5) * 100), 50, set(), max_tries=400)

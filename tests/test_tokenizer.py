@@ -1,7 +1,8 @@
 from transformers import AutoTokenizer
 
-from rdistill.synth import generate
-from rdistill.tokenizer import builtin_tokenizer, encode_document, load_tokenizer, prompt_text
+from rdistill.synthetic.teacher import generate
+from rdistill.data.tokenize import encode_document, load_tokenizer, prompt_text
+from rdistill.synthetic import builtin_tokenizer
 
 
 def test_builtin_round_trips_the_synthetic_data_exactly(tok):

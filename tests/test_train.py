@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from rdistill.models import build_student
-from rdistill.synth import make_splits
-from rdistill.tokenizer import encode_document
-from rdistill.train import NonFiniteLoss, TrainSettings, train_arm, wsd_lr
+from rdistill.model import build_student
+from rdistill.synthetic.teacher import make_splits
+from rdistill.data.tokenize import encode_document
+from rdistill.config import TrainConfig
+from rdistill.train import NonFiniteLoss, train_arm, wsd_lr
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +16,14 @@ def docs(tok):
 
 
 def _tiny(tok):
-    from rdistill.models import PRESETS, StudentPreset
+    from rdistill.model import PRESETS, StudentPreset
 
     PRESETS.setdefault("test-micro", StudentPreset(32, 2, 2, 1, 64, "test only"))
     return build_student("test-micro", len(tok), seed=0)
 
 
 def test_wsd_schedule_shape():
-    s = TrainSettings(budget_flops=1.0, warmup_frac=0.1, decay_frac=0.2, final_lr_frac=0.1)
+    s = TrainConfig(budget_flops=1.0, warmup_frac=0.1, decay_frac=0.2, final_lr_frac=0.1)
     assert wsd_lr(1.0, 0.05, s) == pytest.approx(0.5)
     assert wsd_lr(1.0, 0.5, s) == 1.0
     assert wsd_lr(1.0, 0.9, s) == pytest.approx(0.55)
@@ -33,7 +34,7 @@ def test_wsd_schedule_shape():
 def test_budget_is_met_within_one_percent_never_above(tok, docs, kind):
     net = _tiny(tok)
     budget = 4e9
-    s = TrainSettings(budget_flops=budget, budget_kind=kind, pack_tokens=512)
+    s = TrainConfig(budget_flops=budget, budget_kind=kind, pack_tokens=512)
     out = train_arm(net, docs, s, lr=1e-3)
     spent = out.ledger.total(s.ledger_kind)
     assert spent <= budget
@@ -44,7 +45,7 @@ def test_budget_is_met_within_one_percent_never_above(tok, docs, kind):
 def test_steps_report_mfu_and_hfu(tok, docs):
     net = _tiny(tok)
     recs = []
-    out = train_arm(net, docs, TrainSettings(budget_flops=2e9, pack_tokens=512), lr=1e-3, on_step=lambda r, l: recs.append(r))
+    out = train_arm(net, docs, TrainConfig(budget_flops=2e9, pack_tokens=512), lr=1e-3, on_step=lambda r, l: recs.append(r))
     assert all(r.mfu > 0 and r.hfu >= r.mfu for r in recs)
     assert out.mfu > 0 and out.hfu >= out.mfu and out.peak_flops > 0
 
@@ -52,7 +53,7 @@ def test_steps_report_mfu_and_hfu(tok, docs):
 def test_samples_mode_sees_each_sample_once(tok, docs):
     net = _tiny(tok)
     seen = []
-    s = TrainSettings(samples=120, pack_tokens=512)
+    s = TrainConfig(samples=120, pack_tokens=512)
     out = train_arm(net, docs, s, lr=1e-3, on_step=lambda rec, led: seen.append(rec.samples))
     assert out.samples == 120 == sum(seen)
     assert out.stopped_by == "samples"
@@ -63,7 +64,7 @@ def test_same_seed_same_run(tok, docs):
     for _ in range(2):
         net = _tiny(tok)
         recs = []
-        train_arm(net, docs, TrainSettings(budget_flops=2e9, pack_tokens=512), lr=1e-3, on_step=lambda r, l: recs.append(r.loss))
+        train_arm(net, docs, TrainConfig(budget_flops=2e9, pack_tokens=512), lr=1e-3, on_step=lambda r, l: recs.append(r.loss))
         runs.append((recs, [p.detach().clone() for p in net.parameters()]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
@@ -80,7 +81,7 @@ def test_non_finite_loss_names_the_step(tok, docs):
                 net.get_input_embeddings().weight.fill_(float("nan"))
 
     with pytest.raises(NonFiniteLoss, match="at step 3"):
-        train_arm(net, docs, TrainSettings(budget_flops=1e11, pack_tokens=512), lr=1e-3, on_step=poison)
+        train_arm(net, docs, TrainConfig(budget_flops=1e11, pack_tokens=512), lr=1e-3, on_step=poison)
 
 
 def test_loss_is_normalised_by_the_step_not_the_pack(tok, docs):
@@ -88,22 +89,23 @@ def test_loss_is_normalised_by_the_step_not_the_pack(tok, docs):
     losses = []
     for pack_tokens, per_step in ((4096, 1), (256, 64)):
         net = _tiny(tok)
-        s = TrainSettings(samples=40, pack_tokens=pack_tokens, packs_per_step=per_step)
+        s = TrainConfig(samples=40, pack_tokens=pack_tokens, packs_per_step=per_step)
         out = train_arm(net, docs, s, lr=1e-3, on_step=lambda r, l: losses.append(r.loss))
         assert out.steps == 1
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
-    from rdistill.batch import PackedBatch
-    from rdistill.models import packed_loss_sum
+    from rdistill.data.batch import PackedBatch
+    from rdistill.model import packed_loss_sum, resolve_kernels
 
     net = _tiny(tok)
+    kernels = resolve_kernels(net, "cpu")
     sample = docs[:40]
     total = sum(int(m[1:].sum()) for _, m in sample)
     grads = []
     for chunks in ([sample], [sample[i : i + 7] for i in range(0, 40, 7)]):
         net.zero_grad()
         for chunk in chunks:
-            (packed_loss_sum(net, PackedBatch.from_documents(chunk)) / total).backward()
+            (packed_loss_sum(net, PackedBatch.from_documents(chunk), kernels) / total).backward()
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
@@ -111,8 +113,47 @@ def test_loss_is_normalised_by_the_step_not_the_pack(tok, docs):
 
 def test_settings_validation():
     with pytest.raises(ValueError, match="exactly one"):
-        TrainSettings()
+        TrainConfig()
     with pytest.raises(ValueError, match="exactly one"):
-        TrainSettings(budget_flops=1e9, samples=3)
-    with pytest.raises(ValueError, match="budget kind"):
-        TrainSettings(budget_flops=1e9, budget_kind="chinchilla")
+        TrainConfig(budget_flops=1e9, samples=3)
+    with pytest.raises(ValueError, match="budget_kind"):
+        TrainConfig(budget_flops=1e9, budget_kind="chinchilla")
+
+
+def test_the_ledger_counts_the_kernels_that_run(tok, docs, monkeypatch):
+    """The Trainer passes its KernelPlan to the kernels and to the ledger: force each implementation
+    and check that the kernels were called with it and that the executed count follows it."""
+    import rdistill.model as model_mod
+    from rdistill.flops.ledger import ModelShape, train_step_flops
+    from rdistill.model import KernelPlan
+
+    calls = {"attention": set(), "loss": set()}
+    real_attention, real_loss = model_mod.varlen_attention, model_mod.fused_linear_cross_entropy
+
+    def attention(*args, impl, **kw):
+        calls["attention"].add(impl)
+        return real_attention(*args, impl=impl, **kw)
+
+    def loss(*args, impl, **kw):
+        calls["loss"].add(impl)
+        return real_loss(*args, impl=impl, **kw)
+
+    monkeypatch.setattr(model_mod, "varlen_attention", attention)
+    monkeypatch.setattr(model_mod, "fused_linear_cross_entropy", loss)
+    executed = {}
+    for attn_impl in ("torch", "triton"):  # "triton" runs in the interpreter (conftest sets TRITON_INTERPRET=1)
+        calls = {"attention": set(), "loss": set()}
+        net = _tiny(tok)
+        plan = KernelPlan(attention=attn_impl, loss="torch", dtype=torch.float32)
+        recs = []
+        out = train_arm(net, docs[:6], TrainConfig(samples=6, pack_tokens=512), lr=1e-3, kernels=plan,
+                        on_step=lambda r, l: recs.append(r))
+        assert calls == {"attention": {attn_impl}, "loss": {"torch"}}
+        shape = ModelShape.from_model(net)
+        lengths = [len(d[0]) for d in docs[:6]]
+        loss_tokens = sum(int(d[1][1:].sum()) for d in docs[:6])
+        want = train_step_flops(shape, lengths, loss_tokens, attn_impl=attn_impl, ce_impl="torch", attn_dtype=torch.float32)
+        assert out.ledger.total("executed") == want.total("executed")
+        assert out.ledger.total("exact") == want.total("exact")
+        executed[attn_impl] = out.ledger.total("executed")
+    assert executed["torch"] != executed["triton"]  # the two kernels execute different tiles

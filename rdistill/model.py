@@ -2,12 +2,16 @@
 
 Training runs the Hugging Face decoder body (``model.model``) on one flat packed row with
 ``attn_implementation="rdistill_varlen"``: an attention function registered with transformers'
-AttentionInterface that reads the batch's ``cu_seqlens`` and calls ``rdistill.kernels.varlen_attention``,
-so no token attends across a document boundary whatever transformers' own packing detection does.
-Because that name has no mask function registered, transformers builds no [T, T] mask at all.
-The LM head and loss are fused (``rdistill.kernels.fused_linear_cross_entropy``); only positions with
-a label are multiplied by the head. Generation switches the same model to ``sdpa`` with ordinary
-padding masks and a KV cache.
+AttentionInterface (``register_attention``, called where a student is built) that reads the batch's
+``cu_seqlens`` and calls ``rdistill.kernels.varlen_attention``, so no token attends across a document
+boundary whatever transformers' own packing detection does. Because that name has no mask function
+registered, transformers builds no [T, T] mask at all. The LM head and loss are fused
+(``rdistill.kernels.fused_linear_cross_entropy``); only positions with a label are multiplied by the
+head. Generation switches the same model to ``sdpa`` with ordinary padding masks and a KV cache.
+
+Which kernel implementations run is decided once per run: ``resolve_kernels`` returns a ``KernelPlan``
+(attention impl, loss impl, activation dtype) that the forward passes to the kernels explicitly and the
+FLOP ledger counts, so what runs and what is counted cannot disagree.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from pathlib import Path
 import torch
 from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from rdistill.batch import IGNORE_INDEX, PackedBatch
-from rdistill.kernels import fused_linear_cross_entropy, varlen_attention
+from rdistill.data.batch import IGNORE_INDEX, PackedBatch
+from rdistill.kernels import fused_linear_cross_entropy, resolve_attention_impl, resolve_ce_impl, varlen_attention
 
 ATTN_IMPL = "rdistill_varlen"
 
@@ -83,13 +87,39 @@ def preset_config(name: str, vocab_size: int, *, max_position_embeddings: int = 
     )
 
 
+@dataclass(frozen=True)
+class KernelPlan:
+    """The kernels a run's forward and backward use, resolved once: what the ledger counts."""
+
+    attention: str
+    """varlen_attention's impl: "torch", "triton" or "flash_attn"."""
+    loss: str
+    """fused_linear_cross_entropy's impl: "torch" or "triton"."""
+    dtype: torch.dtype
+    """Activation dtype (sets the Triton attention's tiles, hence its executed FLOPs)."""
+
+
+def resolve_kernels(
+    net: PreTrainedModel, device: torch.device | str, *, attention: str = "auto", loss: str = "auto"
+) -> KernelPlan:
+    """The kernel implementations ``net`` runs on ``device`` ("auto": the kernels' own choice, once)."""
+    dtype = next(net.parameters()).dtype
+    config = net.config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return KernelPlan(
+        attention=resolve_attention_impl(attention, device, head_dim=head_dim, dtype=dtype),
+        loss=resolve_ce_impl(loss, device, head_dim=head_dim, dtype=dtype),
+        dtype=dtype,
+    )
+
+
 def _varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """transformers attention function: [1, H, T, D] in, [1, T, H, D] out, per-document causal."""
-    cu_seqlens = kwargs.get("cu_seqlens")
-    if cu_seqlens is None:
+    cu_seqlens, impl = kwargs.get("cu_seqlens"), kwargs.get("attn_impl")
+    if cu_seqlens is None or impl is None:
         raise RuntimeError(
-            f"{ATTN_IMPL} attention needs cu_seqlens and max_seqlen from a PackedBatch; "
-            "call rdistill.models.packed_hidden_states, or switch the model to 'sdpa' for generation"
+            f"{ATTN_IMPL} attention needs cu_seqlens, max_seqlen and attn_impl from a PackedBatch and a "
+            "KernelPlan; call rdistill.model.packed_hidden_states, or switch the model to 'sdpa' for generation"
         )
     if query.shape[0] != 1:
         raise ValueError(f"{ATTN_IMPL} expects one flat packed row (batch size 1), got {query.shape[0]}")
@@ -101,20 +131,29 @@ def _varlen_attention_forward(module, query, key, value, attention_mask, dropout
         kwargs["max_seqlen"],
         causal=True,
         softmax_scale=scaling,
+        impl=impl,
     )
     return out.unsqueeze(0), None
 
 
-AttentionInterface.register(ATTN_IMPL, _varlen_attention_forward)
+def register_attention() -> None:
+    """Make ``attn_implementation="rdistill_varlen"`` known to transformers (idempotent)."""
+    AttentionInterface.register(ATTN_IMPL, _varlen_attention_forward)
+
+
+def student_from_config(config: PretrainedConfig) -> PreTrainedModel:
+    """A freshly initialised model of ``config`` that trains on packed batches (rdistill's attention)."""
+    register_attention()
+    return AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
 
 
 def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, seed: int = 0) -> PreTrainedModel:
     """A fresh student from a preset name, or a local checkpoint (config + weights) from a folder."""
+    register_attention()
     torch.manual_seed(seed)
     path = Path(model)
     if model in PRESETS:
-        config = preset_config(model, vocab_size, **(tokens or {}))
-        net = AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+        net = student_from_config(preset_config(model, vocab_size, **(tokens or {})))
     elif path.is_dir():
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
@@ -122,8 +161,7 @@ def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, se
         if has_weights:
             net = AutoModelForCausalLM.from_pretrained(path, attn_implementation=ATTN_IMPL, dtype=torch.float32)
         else:
-            config = AutoConfig.from_pretrained(path)
-            net = AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+            net = student_from_config(AutoConfig.from_pretrained(path))
     else:
         raise ValueError(
             f"model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint folder"
@@ -147,7 +185,7 @@ def count_parameters(net: PreTrainedModel) -> dict[str, int]:
     return {"total": total, "non_embedding": total - emb}
 
 
-def packed_hidden_states(net: PreTrainedModel, batch: PackedBatch) -> torch.Tensor:
+def packed_hidden_states(net: PreTrainedModel, batch: PackedBatch, kernels: KernelPlan) -> torch.Tensor:
     """Final hidden states [T, d] of a packed batch, each document attending only to itself."""
     out = net.model(
         input_ids=batch.input_ids[None],
@@ -155,14 +193,16 @@ def packed_hidden_states(net: PreTrainedModel, batch: PackedBatch) -> torch.Tens
         use_cache=False,
         cu_seqlens=batch.cu_seqlens,
         max_seqlen=batch.max_seqlen,
+        attn_impl=kernels.attention,
     )
     return out.last_hidden_state[0]
 
 
-def packed_loss_sum(net: PreTrainedModel, batch: PackedBatch) -> torch.Tensor:
+def packed_loss_sum(net: PreTrainedModel, batch: PackedBatch, kernels: KernelPlan) -> torch.Tensor:
     """Sum of token cross-entropies over the batch's labelled positions (normalise outside)."""
-    hidden = packed_hidden_states(net, batch)
+    hidden = packed_hidden_states(net, batch, kernels)
     head = net.get_output_embeddings()
     return fused_linear_cross_entropy(
-        hidden, head.weight, batch.labels, bias=head.bias, ignore_index=IGNORE_INDEX, reduction="sum"
+        hidden, head.weight, batch.labels, bias=head.bias, ignore_index=IGNORE_INDEX, reduction="sum",
+        impl=kernels.loss,
     )

@@ -53,6 +53,18 @@ def parse_arm(name: str) -> ArmSpec:
     )
 
 
+def arm_sort_key(name: str) -> tuple[int, int, str]:
+    """Order of arms in tables and plots: ift, sequential then mixed curricula by reasoning share,
+    reasoning, and names that are not arms last (by name)."""
+    try:
+        spec = parse_arm(name)
+    except ValueError:
+        return (4, 0, name)
+    if name in ("ift", "reasoning"):
+        return (0 if name == "ift" else 3, 0, "")
+    return (1 if spec.schedule == "sequential" else 2, round(100 * spec.share), "")
+
+
 def parse_arms(text: str | tuple[str, ...]) -> tuple[ArmSpec, ...]:
     names = [a.strip() for a in (text.split(",") if isinstance(text, str) else text) if a.strip()]
     if not names:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from rdistill.io import write_json_atomic
+
 # name fragment -> {dtype: dense FLOP/s}; the first fragment found in the device name wins
 GPU_PEAKS: dict[str, dict[str, float]] = {
     "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12, "tf32": 494e12},
@@ -61,10 +63,7 @@ def cpu_peak_flops() -> float:
     if key not in cache:
         cache[key] = measure_cpu_peak()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, path)
+            write_json_atomic(path, cache)
         except OSError:
             pass  # a read-only home still gets the measured value, just not cached
     return float(cache[key])

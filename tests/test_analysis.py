@@ -1,15 +1,19 @@
-"""The study report: Pareto extraction and the constrained fit on points with known answers, and a full
-report (markdown and real PNGs) built from a small fake study written in results.json's real format."""
+"""Study analysis: Pareto extraction and the constrained fit on points with known answers, and a full
+report (markdown and real PNGs) built from a small fake study written by ``RunResults`` itself."""
 
 import json
 import math
 import random
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rdistill.report import (
+import rdistill.analysis.fit as fit_module
+from rdistill.analysis import (
     Fit,
     Point,
     StudyError,
@@ -24,6 +28,18 @@ from rdistill.report import (
     pareto_front,
     scan,
     write_report,
+)
+from rdistill.config import ModelConfig, RunConfig, TrainConfig
+from rdistill.data.curriculum import parse_arm
+from rdistill.results import (
+    SCHEMA_VERSION,
+    ArmParameters,
+    ArmResult,
+    DataSummary,
+    EvalResult,
+    FlopTotals,
+    InferenceFlops,
+    RunResults,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,11 +65,6 @@ def _check_constraints(fit: Fit, ceiling: float) -> None:
     assert fit.a + fit.b <= ceiling
     assert 0 < fit.k <= 1
     assert fit.mae >= 0
-
-
-# ----------------------------------------------------------------------------------------------------
-# Pareto frontiers
-# ----------------------------------------------------------------------------------------------------
 
 
 def test_pareto_front_known_answer_and_ties():
@@ -90,10 +101,6 @@ def test_flop_levels_group_runs_stopping_near_one_budget():
     assert lv[1e13] == lv[9.99997e12] == 9.99990e12
     assert len(set(lv.values())) == 3
 
-
-# ----------------------------------------------------------------------------------------------------
-# The saturating fit
-# ----------------------------------------------------------------------------------------------------
 
 A_TRUE, B_TRUE, K_TRUE = 0.12, 0.6, 0.5
 G_TRUE = math.log(2) / (10**13.5) ** K_TRUE  # half-way up at 3.2e13 FLOPs
@@ -159,11 +166,6 @@ def test_fit_refuses_too_few_points_and_says_why():
         fit_saturating([1e11, 1e12, 1e13, 1e14], [0.1] * 4, ceiling=0)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Compute-equivalent statements
-# ----------------------------------------------------------------------------------------------------
-
-
 def test_interpolated_flops_ratio_known_answer():
     ift = [_point(1e12, 0.1, arm="ift"), _point(1e13, 0.3, arm="ift")]
     rea = [_point(1e13, 0.1, arm="reasoning", source="r1"), _point(1e14, 0.3, arm="reasoning", source="r2")]
@@ -221,10 +223,6 @@ def test_compare_at_budget_leaves_out_runs_stopped_early():
     assert len(st) == 1 and "only arm ift" in st[0].text
 
 
-# ----------------------------------------------------------------------------------------------------
-# A fake study in results.json's real format
-# ----------------------------------------------------------------------------------------------------
-
 FAMILIES = ("general-mc", "math-oe")
 CHANCE = {"general-mc": 0.25, "math-oe": 0.0}
 # accuracy curve per (model, arm): floor, gain, half-way FLOPs
@@ -239,43 +237,49 @@ CURVES = {
 TOKENS = {"ift": 5.0, "reasoning": 48.0, "seq50": 30.0}
 
 
-def _arm_record(model: str, arm: str, budget: float, *, status: str | None = "complete") -> dict:
+def _arm_result(model: str, arm: str, budget: float, *, status: str = "complete") -> ArmResult:
     floor, gain, half = CURVES[(model, arm)]
     exact = int(budget * (1 - 1e-5))
-    rec = {
-        "name": arm, "model": model,
-        "parameters": {"total": PARAMS[model], "non_embedding": PARAMS[model] - 51_072, "layers": 4, "hidden": 128},
-        "budget_flops": budget, "budget_kind": "exact", "samples_requested": None, "lr": 3e-3,
-        "flops": {"exact": exact, "executed": int(exact * 1.05), "paper": int(exact * 0.97), "six_nd": int(exact * 0.98),
-                  "by_component": {}},
-        "steps": 100, "samples": 1000, "stopped_by": "budget", "budget_used": exact / budget,
-    }
-    if status is None or status == "complete":
+    spec = parse_arm(arm)
+    result = ArmResult(
+        name=arm, reasoning_share=spec.share, schedule=spec.schedule, model=model,
+        parameters=ArmParameters(total=PARAMS[model], non_embedding=PARAMS[model] - 51_072, layers=4, hidden=128),
+        budget_flops=budget, budget_kind="exact", samples_requested=None, lr=3e-3,
+        flops=FlopTotals(exact=exact, executed=int(exact * 1.05), paper=int(exact * 0.97), six_nd=int(exact * 0.98),
+                         by_component={}),
+        status=status, steps=100, samples=1000, stopped_by="budget", budget_used=exact / budget,
+    )
+    if status == "complete":
         base = floor + gain * (1 - math.exp(-math.log(2) * math.sqrt(budget / half)))
         fam = {"general-mc": round(min(0.95, base + 0.1) * 50) / 50, "math-oe": round(base * 50) / 50}
         acc = sum(fam.values()) / len(fam)
         n_right = round(acc * 100)
         t = TOKENS[arm]
-        rec["eval"] = {
-            "accuracy": acc, "by_family": fam, "chance": {f: CHANCE[f] for f in FAMILIES}, "n": 100,
-            "n_by_family": {f: 50 for f in FAMILIES}, "mean_output_tokens": t,
-            "mean_output_tokens_correct": t * 0.8 if n_right else None,
-            "mean_output_tokens_wrong": t * 1.6 if n_right < 100 else None,
-            "mean_prompt_tokens": 20.0,
-            "inference_flops_per_query": {"exact": 2 * PARAMS[model] * (20 + t), "paper": 2 * PARAMS[model] * (20 + t)},
-            "max_new_tokens": 99,
-        }
-    if status is not None:
-        rec["status"] = status
+        result.eval = EvalResult(
+            accuracy=acc, by_family=fam, chance={f: CHANCE[f] for f in FAMILIES}, n=100,
+            n_by_family={f: 50 for f in FAMILIES}, mean_output_tokens=t,
+            mean_output_tokens_correct=t * 0.8 if n_right else None,
+            mean_output_tokens_wrong=t * 1.6 if n_right < 100 else None,
+            mean_prompt_tokens=20.0,
+            inference_flops_per_query=InferenceFlops(exact=2 * PARAMS[model] * (20 + t), paper=2 * PARAMS[model] * (20 + t)),
+            max_new_tokens=99,
+        )
     if status == "failed":
-        rec["error"] = "RuntimeError: out of memory"
-    return rec
+        result.error = "RuntimeError: out of memory"
+    return result
 
 
-def _write_run(folder: Path, arms: list[dict], status: str = "complete") -> None:
-    folder.mkdir(parents=True)
-    doc = {"status": status, "config": {"model": arms[0]["model"]}, "data": {}, "environment": {}, "arms": arms}
-    (folder / "results.json").write_text(json.dumps(doc))
+def _run_results(folder: Path, arms: list[ArmResult], status: str = "complete") -> RunResults:
+    config = RunConfig(train=TrainConfig(budget_flops=arms[0].budget_flops), model=ModelConfig(name=arms[0].model),
+                       arms=tuple(a.name for a in arms), out=str(folder))
+    return RunResults(config=config, data=DataSummary(source="synthetic", train=1000, eval=100), environment={},
+                      started="2026-12-02T12:00:00", status=status, finished="2026-12-02T12:05:00", arms=arms)
+
+
+def _write_run(folder: Path, arms: list[ArmResult], status: str = "complete") -> Path:
+    path = folder / "results.json"
+    _run_results(folder, arms, status).write(path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -284,11 +288,9 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     budgets = {"tiny": (1e12, 1e13, 1e14, 1e15), "small": (1e13, 1e14, 1e15)}
     for model, bs in budgets.items():
         for b in bs:
-            arms = [_arm_record(model, arm, b) for arm in ("ift", "reasoning", "seq50")]
+            arms = [_arm_result(model, arm, b) for arm in ("ift", "reasoning", "seq50")]
             if (model, b) == ("small", 1e15):
-                arms[2] = _arm_record(model, "seq50", b, status="failed")
-            if (model, b) == ("tiny", 1e12):
-                arms[1] = _arm_record(model, "reasoning", b, status=None)  # older file: no status, has eval
+                arms[2] = _arm_result(model, "seq50", b, status="failed")
             _write_run(root / f"{model}-{b:.0e}", arms, status="failed" if (model, b) == ("small", 1e15) else "complete")
     return root
 
@@ -316,6 +318,61 @@ def test_collect_errors_clearly(tmp_path: Path):
     (tmp_path / "bad" / "results.json").write_text("{not json")
     s = scan(tmp_path)
     assert s.points == [] and s.skipped[0].status == "unreadable"
+
+
+def test_unreadable_results_are_skipped_with_a_message_naming_the_file(tmp_path: Path):
+    good = _write_run(tmp_path / "good", [_arm_result("tiny", "ift", 1e13)])
+    newer = tmp_path / "newer" / "results.json"
+    replace(_run_results(newer.parent, [_arm_result("tiny", "ift", 1e13)]), schema_version=SCHEMA_VERSION + 1).write(newer)
+    malformed = _write_run(tmp_path / "malformed", [_arm_result("tiny", "reasoning", 1e13)])
+    doc = json.loads(malformed.read_text())
+    doc["arms"][0]["eval"]["accuracy"] = "high"
+    malformed.write_text(json.dumps(doc))
+    unversioned = _write_run(tmp_path / "unversioned", [_arm_result("tiny", "seq50", 1e13)])
+    doc = json.loads(unversioned.read_text())
+    del doc["schema_version"]
+    unversioned.write_text(json.dumps(doc))
+
+    s = scan(tmp_path)
+    assert [(p.arm, p.source) for p in s.points] == [("ift", good)]
+    reasons = {x.source: x.reason for x in s.skipped}
+    assert {x.status for x in s.skipped} == {"unreadable"} and set(reasons) == {newer, malformed, unversioned}
+    assert all(str(path) in reason for path, reason in reasons.items())
+    assert f"schema version {SCHEMA_VERSION + 1} is newer" in reasons[newer]
+    assert "arms[0].eval.accuracy" in reasons[malformed]
+    assert "no schema_version" in reasons[unversioned]
+    assert s.run_status[good] == "complete" and s.run_status[newer] == "unreadable"
+    text = write_report(tmp_path).read_text()
+    assert "1 complete, 3 unreadable" in text and f"schema version {SCHEMA_VERSION + 1} is newer" in text
+
+
+def test_arms_ordered_by_the_curriculum_grammar():
+    arms = ["zeta", "reasoning", "mix10", "seq75", "ift", "seq5"]
+    pts = [_point(1e13, 0.5, arm=a, source=a) for a in arms]
+    assert [p.arm for p in sorted(pts, key=Point.sort_key)] == ["ift", "seq5", "seq75", "mix10", "reasoning", "zeta"]
+
+
+def test_fits_are_found_by_scipy_nelder_mead(monkeypatch: pytest.MonkeyPatch):
+    methods = []
+    real = fit_module.minimize
+
+    def spy(*args, **kwargs):
+        methods.append(kwargs["method"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "minimize", spy)
+    x = np.geomspace(1e11, 1e16, 12)
+    fit = fit_saturating(x, _curve(x), ceiling=1.0)
+    assert fit.a == pytest.approx(A_TRUE, abs=1e-3) and fit.k == pytest.approx(K_TRUE, abs=1e-3)
+    assert len(methods) >= 8 and set(methods) == {"Nelder-Mead"}
+
+
+def test_analysis_imports_neither_torch_nor_the_cli():
+    code = ("import sys, rdistill.analysis; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'cli') "
+            "or m.startswith(('rdistill.cli', 'rdistill.synthetic'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_report_from_fake_study(study: Path):
@@ -360,7 +417,7 @@ def test_report_fits_respect_a_binding_ceiling(study: Path):
 
 
 def test_report_on_a_study_with_no_complete_arm(tmp_path: Path):
-    _write_run(tmp_path / "tiny-1e13", [_arm_record("tiny", "ift", 1e13, status="interrupted")], status="interrupted")
+    _write_run(tmp_path / "tiny-1e13", [_arm_result("tiny", "ift", 1e13, status="interrupted")], status="interrupted")
     text = write_report(tmp_path).read_text()
     assert "0 complete and evaluated, 1 interrupted" in text
     assert "nothing to compare yet" in text

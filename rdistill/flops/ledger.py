@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rdistill.kernels import linear_ce_flops, varlen_attention_flops
+from rdistill.model import count_parameters
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -112,19 +113,13 @@ class ModelShape:
         the model has a ``gate_proj`` / ``gate_up_proj`` module or its ``model_type`` is a known gated one.
         """
         config = _text_config(net.config)
-        seen: set[int] = set()
-        total = 0
-        for p in net.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                total += p.numel()
-        embedding = net.get_input_embeddings().weight.numel()
+        params = count_parameters(net)
         has_gate = any(name.rsplit(".", 1)[-1] in _GATE_MODULE_NAMES for name, _ in net.named_modules())
         return cls(
             **_config_dims(config),
             gated_mlp=has_gate or config.model_type in GATED_MLP_MODEL_TYPES,
-            params_total=total,
-            params_non_embedding=total - embedding,
+            params_total=params["total"],
+            params_non_embedding=params["non_embedding"],
         )
 
     @classmethod

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections import Counter
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rdistill.schema import COLUMNS, DEFAULT_FAMILY, OPTIONAL_COLUMNS, PairedExample
+from rdistill.data.schema import COLUMNS, DEFAULT_FAMILY, OPTIONAL_COLUMNS, PairedExample
+from rdistill.io import atomic_writer
 
 FIELDS = COLUMNS + OPTIONAL_COLUMNS
 SUPPORTED_FORMATS = (
@@ -192,23 +192,12 @@ def write_pairs(path: str | os.PathLike[str], examples: Iterable[PairedExample])
     Rows go to a temporary file in the same folder, which then replaces ``path``: an interruption
     leaves either the old file or the complete new one, never half a file.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for example in examples:
-                f.write(json.dumps(example.to_row(), ensure_ascii=False))
-                f.write("\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        for example in examples:
+            f.write(json.dumps(example.to_row(), ensure_ascii=False))
+            f.write("\n")
+            count += 1
     return count
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from itertools import islice
 from dataclasses import dataclass
 
-from rdistill.schema import PairedExample
+from rdistill.data.schema import PairedExample
 
 FAMILIES = ("math-oe", "math-mc", "general-oe", "general-mc")
 MC_FAMILIES = ("math-mc", "general-mc")

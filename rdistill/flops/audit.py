@@ -2,8 +2,9 @@
 what torch.utils.flop_counter.FlopCounterMode measures, for one student on one arm's documents.
 
 Documents come as (length, loss tokens) pairs: from paired data through the tokenizer, or from a
-synthetic length distribution (``ift-like``: lognormal, median 300 tokens; ``reasoning-like``: median
-3,000, tail to 32k, answers 90% of each document). They are packed as training packs them, and each
+named length distribution of rdistill.flops.distributions (``ift-like``: lognormal, median 300 tokens;
+``reasoning-like``: median 3,000, tail to 32k, answers 90% of each document; ``sample_lengths`` is
+re-exported here). They are packed as training packs them, and each
 pack is counted by rdistill.flops.train_step_flops. The FlopCounterMode measurement runs a real forward
 and backward of the student on a sample of packs (SDPA under the MATH backend, so that attention is
 counted; in-place addmm given its formula), which is only possible for students that fit on the CPU.
@@ -14,28 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from rdistill.batch import PackedBatch
-from rdistill.flops import COMPONENTS, FlopLedger, ModelShape, generation_flops, train_step_flops
-from rdistill.packing import pack
-
-DISTRIBUTIONS = {
-    # name: (median, sigma of log, min, max, answer share of the document)
-    "ift-like": (300, 0.8, 16, 4096, 0.5),
-    "reasoning-like": (3000, 0.9, 64, 32768, 0.9),
-}
-
-
-def sample_lengths(name: str, n: int, seed: int = 0) -> list[tuple[int, int]]:
-    """(document length, loss tokens) pairs drawn from a named distribution."""
-    if name not in DISTRIBUTIONS:
-        raise ValueError(f"unknown length distribution {name!r}; choose one of {', '.join(DISTRIBUTIONS)}")
-    median, sigma, lo, hi, answer = DISTRIBUTIONS[name]
-    rng = np.random.default_rng(seed)
-    lengths = np.clip(np.round(rng.lognormal(np.log(median), sigma, n)), lo, hi).astype(int)
-    return [(int(l), min(int(l) - 1, max(1, int(l * answer)))) for l in lengths]
+from rdistill.data.batch import PackedBatch
+from rdistill.data.packing import pack
+from rdistill.flops.ledger import COMPONENTS, FlopLedger, ModelShape, generation_flops, train_step_flops
+from rdistill.model import KernelPlan, packed_loss_sum
 
 
 @dataclass
@@ -89,17 +74,22 @@ def _addmm_inplace(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> in
     return 2 * m * n * k
 
 
+def torch_kernels(net: torch.nn.Module) -> KernelPlan:
+    """The PyTorch twins of both kernels: the only ones FlopCounterMode can see into."""
+    return KernelPlan(attention="torch", loss="torch", dtype=next(net.parameters()).dtype)
+
+
 def measure_with_flop_counter(net: torch.nn.Module, batches: Sequence[PackedBatch]) -> int:
-    """Matmul FLOPs of forward + backward of ``batches`` as FlopCounterMode counts them."""
+    """Matmul FLOPs of forward + backward of ``batches`` (run with ``torch_kernels``) as FlopCounterMode
+    counts them."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from rdistill.models import packed_loss_sum
-
+    kernels = torch_kernels(net)
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _addmm_inplace})
     with sdpa_kernel(SDPBackend.MATH), counter:
         for b in batches:
-            packed_loss_sum(net, b).backward()
+            packed_loss_sum(net, b, kernels).backward()
     net.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -114,8 +104,11 @@ def measure_sample(
         for p in plan.packs[:max_packs]
     ]
     measured = measure_with_flop_counter(net, batches)
+    k = torch_kernels(net)
     ledger = sum(
-        train_step_flops(shape, list(b.doc_lengths), b.num_loss_tokens).total("executed") for b in batches
+        train_step_flops(shape, list(b.doc_lengths), b.num_loss_tokens, attn_impl=k.attention, ce_impl=k.loss,
+                         attn_dtype=k.dtype).total("executed")
+        for b in batches
     )
     return measured, ledger
 

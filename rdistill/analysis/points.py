@@ -1,0 +1,254 @@
+"""A study's points: every evaluated arm of every run under a folder, read through ``RunResults``.
+
+A study folder holds run folders, each with the ``results.json`` that ``rdistill.run`` writes. Every
+complete, evaluated arm is one :class:`Point`; every other arm, and every file that cannot be read, is
+a :class:`Skipped` with the reason, so a report can count and list them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rdistill.data.curriculum import arm_sort_key
+from rdistill.results import ArmResult, ResultsError, RunResults
+
+OVERALL = "overall"
+FULL_BUDGET = 0.99
+REPORT_DIR = "report"
+
+
+class StudyError(ValueError):
+    """The study folder cannot be reported on (missing, or it holds no results.json)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Point:
+    """One evaluated arm of one run: a (student, arm, budget) configuration and what it measured.
+
+    Accuracies are fractions in [0, 1]. ``variant`` is empty unless the same (model, arm) was run with
+    different learning rates in the study; then it names the learning rate, so that those runs form
+    separate series instead of being mixed into one curve. ``budget_used`` is the fraction of the
+    budget spent (in the ``budget_kind`` count); a run stopped early by its data is below 1. Points
+    compare by identity: two runs of one configuration are two points, even with equal numbers.
+    """
+
+    model: str
+    params: int | None
+    arm: str
+    budget: float | None
+    train_flops: float
+    inference_flops_per_query: float | None
+    accuracy: float
+    by_family: dict[str, float]
+    chance: dict[str, float]
+    n: int
+    n_by_family: dict[str, int]
+    mean_output_tokens: float | None
+    mean_output_tokens_correct: float | None
+    mean_output_tokens_wrong: float | None
+    source: Path
+    lr: float | None = None
+    budget_kind: str | None = None
+    budget_used: float | None = None
+    stopped_by: str | None = None
+    variant: str = ""
+
+    @property
+    def model_name(self) -> str:
+        """The preset name, or a local checkpoint's folder name."""
+        return Path(self.model).name if ("/" in self.model or os.sep in self.model) else self.model
+
+    @property
+    def label(self) -> str:
+        """``arm-model`` as in the paper's phrasing ("ift-small"), plus the variant if any."""
+        base = f"{self.arm}-{self.model_name}"
+        return f"{base} ({self.variant})" if self.variant else base
+
+    @property
+    def series_key(self) -> tuple[str, str, str]:
+        """Points that share this key form one accuracy-against-budget curve."""
+        return (self.model, self.arm, self.variant)
+
+    @property
+    def spent_budget(self) -> bool:
+        """Whether a budgeted run spent (nearly) all of its budget; one stopped early is not matched compute."""
+        return self.budget_used is None or self.budget_used >= FULL_BUDGET
+
+    def metric(self, name: str) -> float | None:
+        """Accuracy on ``name``: ``"overall"`` or a task family; None if the family was not evaluated."""
+        return self.accuracy if name == OVERALL else self.by_family.get(name)
+
+    def metric_n(self, name: str) -> int:
+        """How many held-out examples the accuracy on ``name`` was measured on."""
+        return self.n if name == OVERALL else int(self.n_by_family.get(name, 0))
+
+    def sort_key(self) -> tuple:
+        """A total, input-order-independent order: student size, model, arm, variant, budget, source."""
+        return (
+            self.params if self.params is not None else -1,
+            self.model,
+            arm_sort_key(self.arm),
+            self.variant,
+            self.budget if self.budget is not None else -1.0,
+            self.train_flops,
+            str(self.source),
+        )
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An arm (or a whole results file) that produced no point, and why."""
+
+    source: Path
+    model: str | None
+    arm: str | None
+    budget: float | None
+    status: str
+    reason: str
+
+
+@dataclass
+class Study:
+    """Everything read from a study folder."""
+
+    root: Path
+    points: list[Point]
+    skipped: list[Skipped]
+    run_status: dict[Path, str] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        """``"overall"`` then every task family seen, sorted."""
+        fams = sorted({f for p in self.points for f in p.by_family})
+        return [OVERALL, *fams]
+
+
+def budget_key(budget: float) -> float:
+    """A budget rounded to 6 significant digits, so budgets written from one number group together."""
+    return float(f"{budget:.6g}")
+
+
+def arms_in(points: Iterable[Point]) -> list[str]:
+    """The arms of these points, each once, in table order (``rdistill.data.curriculum.arm_sort_key``)."""
+    return sorted({p.arm for p in points}, key=arm_sort_key)
+
+
+def reference_arm(arms: Sequence[str]) -> str | None:
+    """The arm others are compared with: ``ift`` when present, else the first; None when there is none."""
+    return "ift" if "ift" in arms else (arms[0] if arms else None)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _point_from_arm(arm: ArmResult, results: RunResults, source: Path) -> Point | Skipped:
+    model = arm.model or results.config.model.name or "?"
+    budget = _finite(arm.budget_flops)
+
+    def skip(reason: str) -> Skipped:
+        return Skipped(source, model, arm.name or "?", budget, arm.status, reason)
+
+    if arm.status != "complete":
+        return skip(arm.error or "no reason recorded")
+    ev = arm.eval
+    if ev is None:
+        return skip("trained but not evaluated (no eval block)")
+    accuracy = _finite(ev.accuracy)
+    if accuracy is None:
+        return skip("evaluation has no accuracy (empty held-out set?)")
+    train = _finite(arm.flops.exact)
+    if train is None or train <= 0:
+        return skip("no exact training FLOP count")
+    inference = _finite(ev.inference_flops_per_query.exact)
+    by_family = {}
+    for family, value in ev.by_family.items():
+        if (acc := _finite(value)) is not None:
+            by_family[family] = acc
+    n_by_family = dict(ev.n_by_family)
+    if not n_by_family and by_family and ev.n:
+        n_by_family = {f: ev.n // len(by_family) for f in by_family}
+    return Point(
+        model=model,
+        params=arm.parameters.total,
+        arm=arm.name,
+        budget=budget,
+        train_flops=train,
+        inference_flops_per_query=inference if inference is not None and inference > 0 else None,
+        accuracy=accuracy,
+        by_family=by_family,
+        chance={f: float(c or 0.0) for f, c in ev.chance.items()},
+        n=ev.n,
+        n_by_family=n_by_family,
+        mean_output_tokens=_finite(ev.mean_output_tokens),
+        mean_output_tokens_correct=_finite(ev.mean_output_tokens_correct),
+        mean_output_tokens_wrong=_finite(ev.mean_output_tokens_wrong),
+        source=source,
+        lr=_finite(arm.lr),
+        budget_kind=arm.budget_kind if budget is not None else None,
+        budget_used=_finite(arm.budget_used),
+        stopped_by=arm.stopped_by,
+    )
+
+
+def _with_variants(points: list[Point]) -> list[Point]:
+    """Name the learning rate in each point whose (model, arm) was run with several learning rates."""
+    lrs: dict[tuple[str, str], set] = defaultdict(set)
+    for p in points:
+        lrs[(p.model, p.arm)].add(p.lr)
+    out = []
+    for p in points:
+        if len(lrs[(p.model, p.arm)]) > 1:
+            variant = f"lr={p.lr:g}" if p.lr is not None else "lr=?"
+            p = replace(p, variant=variant)
+        out.append(p)
+    return out
+
+
+def scan(study_dir: str | Path) -> Study:
+    """Read every ``results.json`` under ``study_dir`` (recursively): points, skipped arms, run statuses.
+
+    Files are read by ``RunResults.read``. Arms that are not complete, or not evaluated, are not points
+    but are kept in ``skipped`` so the report can count and list them. A file that cannot be read
+    (not JSON, malformed, of a newer schema, or without a schema version) is skipped the same way,
+    with status "unreadable" and the reader's message, which names the file and the key.
+    """
+    root = Path(study_dir)
+    if not root.is_dir():
+        raise StudyError(f"study folder {root} does not exist or is not a folder")
+    files = sorted(p for p in root.rglob("results.json") if REPORT_DIR not in p.relative_to(root).parts[:1])
+    if not files:
+        raise StudyError(
+            f"no results.json found under {root}; a study folder holds run folders, each written by "
+            "'rdistill train' or 'rdistill sweep'"
+        )
+    points: list[Point] = []
+    skipped: list[Skipped] = []
+    run_status: dict[Path, str] = {}
+    for path in files:
+        try:
+            results = RunResults.read(path)
+        except ResultsError as exc:
+            skipped.append(Skipped(path, None, None, None, "unreadable", str(exc)))
+            run_status[path] = "unreadable"
+            continue
+        run_status[path] = results.status
+        for arm in results.arms:
+            got = _point_from_arm(arm, results, path)
+            (points if isinstance(got, Point) else skipped).append(got)
+    points = sorted(_with_variants(points), key=Point.sort_key)
+    return Study(root, points, skipped, run_status)
+
+
+def collect(study_dir: str | Path) -> list[Point]:
+    """One :class:`Point` per evaluated, complete (run, arm) under ``study_dir``, in a stable order.
+
+    Raises :class:`StudyError` if the folder holds no results.json. Use :func:`scan` to also get the
+    arms that were skipped (failed, interrupted, not evaluated).
+    """
+    return scan(study_dir).points

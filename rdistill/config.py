@@ -1,0 +1,235 @@
+"""Typed configuration, one dataclass per concern, and the only home of every default.
+
+A run is a ``RunConfig``: where it writes (``out``), which arms, the seed, and one section per concern
+(``data``, ``model``, ``train``, ``eval``). A sweep is a ``SweepConfig``: a grid of models x arms x
+budgets over one base ``RunConfig``. The run folder's config.json is ``RunConfig.to_dict()``; a YAML
+or JSON file with the same keys (any subset: the rest take the defaults below) starts a run with
+``rdistill train --config FILE``, and ``load_config`` reads it back with every key checked.
+
+Each field's docstring is its documentation and the command line's help text (see cli/options.py);
+choices are ``Literal`` types, checked when a config is built, from a file or in code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rdistill.typed import SchemaError, from_dict, to_dict
+
+BudgetKind = Literal["exact", "paper", "6nd"]
+PackMode = Literal["bf", "bfd", "ordered"]
+Overflow = Literal["error", "truncate", "drop"]
+
+LEDGER_KINDS = {"exact": "exact", "paper": "paper", "6nd": "six_nd"}
+"""Budget kind (as the user names it) -> the FLOP ledger's name of that count."""
+
+
+def _check_choices(obj: Any) -> None:
+    """Every Literal-typed field of a config holds one of its choices."""
+    for f in dataclasses.fields(obj):
+        tp = typing.get_type_hints(type(obj))[f.name]
+        choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else None
+        value = getattr(obj, f.name)
+        if choices and value not in choices:
+            raise ValueError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the paired (prompt, ift, reasoning) examples come from, and which are held out."""
+
+    path: str | None = None
+    """Paired data (jsonl, json, parquet or a saved HF dataset folder) with columns prompt, ift, reasoning. Default: the built-in synthetic teacher."""
+    eval_path: str | None = None
+    """Held-out paired data. Default with --data: a held-out slice of it (--eval-size rows, at most 10%)."""
+    columns: dict[str, str] | None = None
+    """Column mapping, e.g. 'prompt=question,ift=short,reasoning=long'."""
+    skip_bad_rows: bool = False
+    """Skip (and count) malformed rows instead of stopping at the first."""
+    train_size: int = 20000
+    """Synthetic training examples."""
+    eval_size: int = 200
+    """Held-out examples (synthetic, or sliced from --data)."""
+    difficulty: int = 2
+    """Synthetic data difficulty, 1-5."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The student."""
+
+    name: str = "tiny"
+    """Student preset (tiny, small, base; see `rdistill models`) or a local Hugging Face checkpoint folder."""
+    tokenizer: str | None = None
+    """Local Hugging Face tokenizer folder. Default: the checkpoint's own, else the built-in one (for the synthetic data)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one arm is trained: its budget, optimiser, schedule and packing."""
+
+    budget_flops: float | None = None
+    """FLOP budget per arm, e.g. 1e13. Each arm stops when its count reaches it."""
+    budget_kind: BudgetKind = "exact"
+    """Which count the budget is compared with: exact (what the kernels do usefully), paper (its formula) or 6nd."""
+    samples: int | None = None
+    """The paper's mode instead of --budget: this many samples per arm, one epoch, FLOPs reported."""
+    lr: float = 3e-3
+    """Peak learning rate of every arm (a student trained from scratch wants ~1e-3; a pretrained one the paper's 1e-5)."""
+    lr_ift: float | None = None
+    """Peak learning rate of the ift arm (default --lr)."""
+    lr_reasoning: float | None = None
+    """Peak learning rate of the reasoning arm (default --lr)."""
+    warmup_frac: float = 0.05
+    """Warmup, as a fraction of the budget."""
+    decay_frac: float = 0.3
+    """Final linear decay to 10% of peak, as a fraction of the budget."""
+    final_lr_frac: float = 0.1
+    """Learning rate at the end of the decay, as a fraction of the peak (the paper: 10%)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay of matrices (vectors never decay)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Clip the gradient norm to this (0: no clipping)."""
+    pack_tokens: int | None = None
+    """Tokens per packed row; documents never cross rows. Default: 1024, or the next power of two holding the longest document."""
+    pack_mode: PackMode = "bf"
+    """bf: best fit in shuffled order, packs mix lengths (default); bfd: best fit decreasing, densest, packs sorted by length; ordered: next fit in order."""
+    packs_per_step: int = 1
+    """Packed rows per optimizer step (gradient accumulation)."""
+    overflow: Overflow = "error"
+    """Documents longer than --pack-tokens: error, truncate or drop."""
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        if (self.budget_flops is None) == (self.samples is None):
+            raise ValueError("give exactly one of a FLOP budget (--budget) or a sample count (--samples)")
+        if self.budget_flops is not None and not (self.budget_flops > 0 and math.isfinite(self.budget_flops)):
+            raise ValueError(f"the budget must be a positive number, got {self.budget_flops}")
+        if self.samples is not None and self.samples < 1:
+            raise ValueError(f"--samples must be at least 1, got {self.samples}")
+        if self.pack_tokens is not None and self.pack_tokens < 1 or self.packs_per_step < 1:
+            raise ValueError("--pack-tokens and --packs-per-step must be positive")
+        if not (0 <= self.warmup_frac and 0 <= self.decay_frac and self.warmup_frac + self.decay_frac <= 1):
+            raise ValueError("need 0 <= warmup_frac, 0 <= decay_frac and warmup_frac + decay_frac <= 1")
+
+    @property
+    def ledger_kind(self) -> str:
+        """The FLOP ledger's name of the count the budget is compared with."""
+        return LEDGER_KINDS[self.budget_kind]
+
+    def lr_for(self, arm: str) -> float:
+        """Peak learning rate of ``arm``: --lr-ift / --lr-reasoning for those two arms, else --lr."""
+        specific = {"ift": self.lr_ift, "reasoning": self.lr_reasoning}.get(arm)
+        return self.lr if specific is None else specific
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation of every trained arm on the held-out set."""
+
+    enabled: bool = True
+    """Evaluate each arm after training (--no-eval skips it)."""
+    max_new_tokens: int | None = None
+    """Generation cap in evaluation. Default: 1.5x the longest teacher reasoning answer."""
+    batch_size: int = 64
+    """Prompts generated together."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: every arm trained from the same initial student to the same budget, then evaluated."""
+
+    train: TrainConfig
+    """How every arm trains; a budget (--budget) or a sample count (--samples) is required."""
+    out: str | None = None
+    """Run folder. Default: runs/<date>-<time>."""
+    arms: tuple[str, ...] = ("ift", "reasoning")
+    """Comma-separated arms: ift, reasoning, seqNN (IFT first, then NN% reasoning), mixNN (NN% reasoning shuffled in)."""
+    seed: int = 0
+    """Seed for data, initialisation and order; the same seed gives the same results."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's choice)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunConfig:
+        return from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A grid of students x arms x budgets, each point a one-arm run over the same base settings."""
+
+    budgets: tuple[float, ...]
+    """Comma-separated FLOP budgets, e.g. 3e12,1e13,3e13."""
+    base: RunConfig
+    """Every other setting, shared by all points (its out, arms, model and budget are the point's)."""
+    models: tuple[str, ...] = ("tiny", "small")
+    """Comma-separated presets or checkpoint folders."""
+    arms: tuple[str, ...] = ("ift", "reasoning", "seq50")
+    """Comma-separated arms (ift, reasoning, seqNN, mixNN)."""
+
+    def __post_init__(self) -> None:
+        if not self.models or not self.budgets:
+            raise ValueError("a sweep needs at least one model and one budget")
+        if not all(b > 0 and math.isfinite(b) for b in self.budgets):
+            raise ValueError(f"budgets must be positive numbers, got {', '.join(map(str, self.budgets))}")
+
+
+def merge(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``overrides`` laid over it, nested dicts merged key by key."""
+    out = dict(data)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The keys of a YAML (.yaml, .yml) or JSON config file, as a dict; ValueError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"cannot read config file {p}: {e.strerror or e}") from e
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML ({e})") from e
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e}); YAML files must end in .yaml or .yml") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: a config file holds one object of keys (data, model, train, eval, ...), not {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A RunConfig from a YAML or JSON file (config.json of a run folder works), ``overrides`` on top."""
+    data = merge(read_config_file(path), overrides or {})
+    try:
+        return RunConfig.from_dict(data)
+    except SchemaError as e:
+        raise ValueError(f"{path}: {e}") from e

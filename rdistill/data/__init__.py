@@ -1,0 +1,1 @@
+"""Paired data: schema, loading, sources, tokenizing, curricula, packing and the PackedBatch."""

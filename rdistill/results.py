@@ -1,0 +1,195 @@
+"""results.json: the typed, versioned record of a run, and its one reader and writer.
+
+``RunResults`` is what ``rdistill.run`` writes after every arm and what the summary, ``sweep`` and
+``analysis`` read back: a status, the full ``RunConfig``, what the data held, the environment, and
+one ``ArmResult`` per arm (its FLOP counts, training outcome and, once evaluated, its ``EvalResult``).
+
+``SCHEMA_VERSION`` is written into every file. Reading checks every key against these types
+(rdistill.typed): a malformed file, a file of a newer schema or one with no version at all is a
+``ResultsError`` that names the file and the key, never a KeyError in a reader.
+
+Accuracies are fractions in [0, 1]; FLOPs are counts (ints, stored as JSON numbers); seconds are
+wall-clock seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rdistill.config import RunConfig
+from rdistill.io import write_json_atomic
+from rdistill.typed import SchemaError, from_dict, to_dict
+
+SCHEMA_VERSION = 1
+
+RunStatus = Literal["running", "complete", "interrupted", "failed"]
+ArmStatus = Literal["running", "complete", "interrupted", "failed"]
+
+
+class ResultsError(ValueError):
+    """A results.json that cannot be read: missing, not JSON, malformed, or of a newer schema."""
+
+
+@dataclass
+class InferenceFlops:
+    """Mean generation FLOPs per held-out query."""
+
+    exact: float | None
+    """What generation with a KV cache executes usefully (rdistill.flops.ledger.generation_flops)."""
+    paper: float | None
+    """The paper's prefill + decode formula."""
+
+
+@dataclass
+class EvalResult:
+    """An arm's held-out evaluation: exact match of the final \\boxed{} answer."""
+
+    accuracy: float | None
+    by_family: dict[str, float | None]
+    chance: dict[str, float | None]
+    """Chance accuracy per family as the data source declares it (None: unknown)."""
+    n: int
+    n_by_family: dict[str, int]
+    mean_output_tokens: float | None
+    mean_output_tokens_correct: float | None
+    mean_output_tokens_wrong: float | None
+    mean_prompt_tokens: float | None
+    inference_flops_per_query: InferenceFlops
+    max_new_tokens: int | None = None
+
+
+@dataclass
+class FlopTotals:
+    """An arm's training FLOPs by every count, and the ledger's snapshot per component."""
+
+    exact: int | None = None
+    executed: int | None = None
+    paper: int | None = None
+    six_nd: int | None = None
+    by_component: dict[str, Any] | None = None
+    """rdistill.flops.ledger.FlopLedger.to_dict()."""
+
+
+@dataclass
+class ArmParameters:
+    total: int
+    non_embedding: int
+    layers: int
+    hidden: int
+
+
+@dataclass
+class ArmResult:
+    """One arm of a run: what was asked, what training spent and did, and its evaluation."""
+
+    name: str
+    reasoning_share: float
+    schedule: Literal["mixed", "sequential"]
+    model: str
+    parameters: ArmParameters
+    budget_flops: float | None
+    budget_kind: str
+    samples_requested: int | None
+    lr: float
+    flops: FlopTotals
+    status: ArmStatus = "running"
+    error: str | None = None
+    train_tokens: int | None = None
+    loss_tokens: int | None = None
+    steps: int | None = None
+    samples: int | None = None
+    epochs: float | None = None
+    train_seconds: float | None = None
+    final_loss: float | None = None
+    stopped_by: Literal["budget", "samples", "data"] | None = None
+    step_seconds: float | None = None
+    peak_flops: float | None = None
+    mfu: float | None = None
+    hfu: float | None = None
+    budget_used: float | None = None
+    """Fraction of the FLOP budget spent, in the budget's own count."""
+    eval: EvalResult | None = None
+
+
+@dataclass
+class TokenStats:
+    mean_doc: float
+    mean_answer: float
+    max_doc: int
+
+
+@dataclass
+class DataSummary:
+    """What the run trained and evaluated on."""
+
+    source: str
+    train: int
+    eval: int
+    difficulty: int | None = None
+    rows_read: int | None = None
+    skipped: int | None = None
+    removed_overlap: int | None = None
+    tokens: dict[str, TokenStats] | None = None
+    reasoning_over_ift_answer_tokens: float | None = None
+
+
+@dataclass
+class RunResults:
+    """Everything results.json holds."""
+
+    config: RunConfig
+    data: DataSummary
+    environment: dict[str, Any]
+    started: str
+    status: RunStatus = "running"
+    finished: str | None = None
+    arms: list[ArmResult] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def write(self, path: str | Path) -> None:
+        """Write atomically (a reader never sees half a file)."""
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "results") -> RunResults:
+        if not isinstance(data, dict):
+            raise ResultsError(f"{source}: expected a JSON object, found {type(data).__name__}")
+        version = data.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ResultsError(
+                f"{source}: no schema_version: not a results.json of this rdistill (older files are not read; "
+                "rerun the run)"
+            )
+        if version > SCHEMA_VERSION:
+            raise ResultsError(
+                f"{source}: schema version {version} is newer than this rdistill reads ({SCHEMA_VERSION}); "
+                "upgrade rdistill"
+            )
+        try:
+            return from_dict(cls, data)
+        except SchemaError as e:
+            raise ResultsError(f"{source}: {e}") from e
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunResults:
+        """Read and validate a results.json; ResultsError naming the file on any problem."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ResultsError(f"{p}: cannot read ({e.strerror or e})") from e
+        except ValueError as e:
+            raise ResultsError(f"{p}: not valid JSON ({e})") from e
+        return cls.from_dict(data, str(p))
+
+    def arm(self, name: str) -> ArmResult:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(f"no arm {name!r} in these results; arms: {', '.join(a.name for a in self.arms)}")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rdistill.cli.app import data_app, fail
-from rdistill.cli.options import command, opt, values
+from rdistill.cli.options import check_pack_tokens, command, opt, values
 from rdistill.cli.render import console
 from rdistill.config import DataConfig, ModelConfig
 
@@ -31,6 +31,7 @@ def _synth(out: Path, **given: Any) -> None:
 
     v = values(SYNTH_OPTIONS, given)
     try:
+        DataConfig(train_size=v["train_size"], eval_size=v["eval_size"], difficulty=v["difficulty"])
         train_ex, eval_ex = make_splits(v["train_size"], v["eval_size"], seed=v["seed"], difficulty=v["difficulty"])
     except ValueError as e:
         fail(e)
@@ -70,9 +71,10 @@ def _stats(**given: Any) -> None:
     from rdistill.data.tokenize import encode_document
 
     v = values(STATS_OPTIONS, given)
-    data_cfg = DataConfig(path=v["data"], columns=v["columns"], skip_bad_rows=v["skip_bad_rows"],
-                          train_size=v["train_size"], eval_size=v["eval_size"], difficulty=v["difficulty"])
     try:
+        check_pack_tokens(v["pack_tokens"])
+        data_cfg = DataConfig(path=v["data"], columns=v["columns"], skip_bad_rows=v["skip_bad_rows"],
+                              train_size=v["train_size"], eval_size=v["eval_size"], difficulty=v["difficulty"])
         source = open_source(data_cfg, seed=v["seed"], hold_out=False)
         for text in source.messages:
             console.print(text)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rdistill.cli.app import app, fail, quiet_libraries
-from rdistill.cli.options import command, opt, values
+from rdistill.cli.options import check_pack_tokens, command, opt, values
 from rdistill.cli.render import sci
 from rdistill.config import DataConfig, ModelConfig
 
@@ -56,6 +56,14 @@ def _flops(arm: str, lengths: str | None, num_docs: int, measure: bool, max_pack
     quiet_libraries()
     if arm not in ("ift", "reasoning"):
         fail(f"--arm must be ift or reasoning, got {arm!r}")
+    for flag, n in (("--num-docs", num_docs), ("--max-packs", max_packs), ("--prompt-len", prompt_len),
+                    ("--gen-len", gen_len)):
+        if n is not None and n < 1:
+            fail(f"{flag} must be at least 1, got {n}")
+    try:
+        check_pack_tokens(pack_tokens)
+    except ValueError as e:
+        fail(e)
     docs_tokens = None
     net = None
     try:

@@ -4,7 +4,6 @@ and prints. The options of ``train`` and ``sweep`` are generated from the config
 from __future__ import annotations
 
 import inspect
-import shutil
 import signal
 import sys
 import time
@@ -30,6 +29,10 @@ from rdistill.cli.render import ProgressHooks, console, summary_tables
 from rdistill.config import RunConfig, SweepConfig, merge, read_config_file
 from rdistill.typed import from_dict
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stops a run as cleanly as Ctrl-C, and the command exits with 143 (128 + 15)."""
+
+
 def _config_param(help_text: str) -> inspect.Parameter:
     return inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[Path], typer.Option(help=help_text)])
@@ -53,7 +56,7 @@ def build_run_config(config_file: Path | None, given: dict[str, Any]) -> RunConf
 def _train(config: Path | None, overwrite: bool, **given: Any) -> None:
     """Train every arm to the same FLOP budget (or sample count), evaluate, and write a run folder."""
     from rdistill.data.curriculum import parse_arms
-    from rdistill.run import run
+    from rdistill.run import clear_run_folder, prepare, run
     from rdistill.train import NonFiniteLoss
 
     quiet_libraries()
@@ -64,21 +67,29 @@ def _train(config: Path | None, overwrite: bool, **given: Any) -> None:
         fail(e)
     out = Path(cfg.out) if cfg.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     cfg = replace(cfg, out=str(out))
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            fail(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a folder; choose another --out")
+    try:
+        prepared = prepare(cfg, console.print)  # everything checked before the folder is touched
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                fail(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+            clear_run_folder(out)
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
     console.print(f"run folder: [bold]{out}[/]")
     try:
         with ProgressHooks() as hooks:
-            results = run(cfg, hooks)
-    except KeyboardInterrupt:
+            results = run(prepared, hooks)
+    except KeyboardInterrupt as e:
         console.print(f"[yellow]interrupted[/]: finished arms are kept in {out}/results.json")
-        raise typer.Exit(130)
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130)
     except NonFiniteLoss as e:
         fail(f"{e} (run folder {out})")
     except (ValueError, FileNotFoundError) as e:
         fail(e)
+    except OSError as e:
+        fail(f"cannot write the run folder {out}: {e.strerror or e}")
     for table in summary_tables(results):
         Console().print(table)
     console.print(f"results: {out}/results.json")
@@ -98,7 +109,7 @@ def _sweep(out: Path, config: Path | None, **given: Any) -> None:
     """Run a grid of students x arms x budgets into one study folder, then write its report."""
     from rdistill.analysis import StudyError, write_report
     from rdistill.sweep import grid as make_grid
-    from rdistill.sweep import run_sweep
+    from rdistill.sweep import SweepLocked, run_sweep
 
     quiet_libraries()
     try:
@@ -119,9 +130,11 @@ def _sweep(out: Path, config: Path | None, **given: Any) -> None:
 
     try:
         manifest = run_sweep(cfg, out, on_point=on_point)
-    except KeyboardInterrupt:
+    except SweepLocked as e:
+        fail(e)
+    except KeyboardInterrupt as e:
         console.print(f"[yellow]interrupted[/]: rerun the same command to resume {out}")
-        raise typer.Exit(130)
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130)
     failed = [p for p in manifest["points"] if p["status"] == "failed"]
     for p in failed:
         console.print(f"[red]failed[/] {p['dir']}: {p['error']}")
@@ -177,7 +190,7 @@ def models() -> None:
 
 
 def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # a scheduler's SIGTERM stops a run as cleanly as Ctrl-C
+    raise Terminated
 
 
 def main() -> None:

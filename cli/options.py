@@ -80,6 +80,8 @@ SHARED_OPTIONS: tuple[Option, ...] = (
     _opt("data.difficulty"),
     _opt("data.train_size"),
     _opt("data.eval_size"),
+    _opt("data.max_unknown_share"),
+    _opt("data.max_field_chars"),
     _opt("eval.max_new_tokens"),
     _opt("eval.enabled", "--eval/--no-eval"),
     _opt("seed"),
@@ -212,3 +214,9 @@ def opt(path: str, flag: str | None = None) -> Option:
         if o.path == path and (flag is None or o.flag == flag):
             return o
     return _opt(path, flag)
+
+
+def check_pack_tokens(pack_tokens: int | None) -> None:
+    """--pack-tokens is a positive capacity, or not given (automatic); never 0 taken as "auto"."""
+    if pack_tokens is not None and pack_tokens < 1:
+        raise ValueError(f"--pack-tokens must be at least 1 (or left out for the automatic capacity), got {pack_tokens}")

@@ -13,6 +13,7 @@ choices are ``Literal`` types, checked when a config is built, from a file or in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import typing
@@ -58,6 +59,22 @@ class DataConfig:
     """Held-out examples (synthetic, or sliced from --data)."""
     difficulty: int = 2
     """Synthetic data difficulty, 1-5."""
+    max_unknown_share: float = 0.01
+    """Stop when more than this share of the tokens is unknown to the tokenizer (<unk>); 1 accepts any."""
+    max_field_chars: int = 1_000_000
+    """Longest prompt or answer accepted, in characters; a longer one is a bad row (bounds memory)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_unknown_share <= 1:
+            raise ValueError(f"--max-unknown-share must lie in [0, 1], got {self.max_unknown_share}")
+        if self.train_size < 1:
+            raise ValueError(f"--train-size must be at least 1, got {self.train_size}")
+        if self.max_field_chars < 1:
+            raise ValueError(f"--max-field-chars must be at least 1, got {self.max_field_chars}")
+        if self.eval_size < 0:
+            raise ValueError(f"--eval-size must be 0 or more, got {self.eval_size}")
+        if not 1 <= self.difficulty <= 5:
+            raise ValueError(f"--difficulty must be between 1 and 5, got {self.difficulty}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,11 @@ class TrainConfig:
             raise ValueError(f"--samples must be at least 1, got {self.samples}")
         if self.pack_tokens is not None and self.pack_tokens < 1 or self.packs_per_step < 1:
             raise ValueError("--pack-tokens and --packs-per-step must be positive")
+        for flag, lr in (("--lr", self.lr), ("--lr-ift", self.lr_ift), ("--lr-reasoning", self.lr_reasoning)):
+            if lr is not None and not (lr > 0 and math.isfinite(lr)):
+                raise ValueError(f"{flag} must be a positive learning rate, got {lr}")
+        if not 0 <= self.final_lr_frac <= 1 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("need 0 <= final_lr_frac <= 1, weight_decay >= 0 and grad_clip >= 0")
         if not (0 <= self.warmup_frac and 0 <= self.decay_frac and self.warmup_frac + self.decay_frac <= 1):
             raise ValueError("need 0 <= warmup_frac, 0 <= decay_frac and warmup_frac + decay_frac <= 1")
 
@@ -142,6 +164,12 @@ class EvalConfig:
     batch_size: int = 64
     """Prompts generated together."""
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ValueError(f"the evaluation batch size must be at least 1, got {self.batch_size}")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -161,8 +189,20 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {self.threads}")
+        if self.eval.enabled and self.data.eval_path is None and self.data.eval_size < 1:
+            raise ValueError("evaluation needs held-out rows: give --eval-size of 1 or more, --eval-data, or --no-eval")
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+    def fingerprint(self) -> str:
+        """A hash of every setting that can change the run's results (all but ``out``): two runs with
+        the same fingerprint are the same run."""
+        settings = {k: v for k, v in self.to_dict().items() if k != "out"}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
     def from_dict(cls, data: Any) -> RunConfig:

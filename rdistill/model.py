@@ -147,6 +147,52 @@ def student_from_config(config: PretrainedConfig) -> PreTrainedModel:
     return AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
 
 
+def check_student(model: str, vocab_size: int | None = None) -> None:
+    """Raise ValueError, saying what to do, unless ``model`` is a preset or a checkpoint folder whose
+    config transformers builds as a causal LM (with room for ``vocab_size`` tokens). Reads no weights."""
+    if model in PRESETS:
+        return
+    path = Path(model)
+    if not path.is_dir():
+        raise ValueError(f"model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint folder")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path / 'config.json'}: transformers cannot read it ({e})") from e
+    register_attention()
+    try:
+        with torch.device("meta"):  # builds the module tree only: no memory, no weights
+            net = AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+    except (ValueError, TypeError, KeyError, ImportError) as e:
+        raise ValueError(
+            f"{path / 'config.json'}: transformers cannot build this {config.model_type!r} model as a causal "
+            f"language model with rdistill's packed attention ({e}); pass a decoder checkpoint (Qwen2, Llama, ...)"
+        ) from e
+    if not isinstance(getattr(net, "model", None), torch.nn.Module):
+        raise ValueError(
+            f"{path / 'config.json'} describes a {config.model_type!r} model, not a decoder with a `model` body "
+            "rdistill can train on packed rows; pass a decoder checkpoint (Qwen2, Llama, ...) or a preset"
+        )
+    vocab = getattr(config.get_text_config(), "vocab_size", None)
+    if vocab_size is not None and vocab is not None and vocab < vocab_size:
+        raise ValueError(
+            f"the model's vocabulary ({vocab}) is smaller than the tokenizer's ({vocab_size}); "
+            "use the checkpoint's own tokenizer (--tokenizer PATH)"
+        )
+
+
+def student_skeleton(model: str, vocab_size: int, *, tokens: dict | None = None) -> PreTrainedModel:
+    """The student's module tree on the meta device (no memory, no weights read): enough for its shape
+    and parameter counts before anything is trained."""
+    register_attention()
+    config = (preset_config(model, vocab_size, **(tokens or {})) if model in PRESETS
+              else AutoConfig.from_pretrained(model))
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+
+
 def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, seed: int = 0) -> PreTrainedModel:
     """A fresh student from a preset name, or a local checkpoint (config + weights) from a folder."""
     register_attention()

@@ -8,6 +8,9 @@ one ``ArmResult`` per arm (its FLOP counts, training outcome and, once evaluated
 (rdistill.typed): a malformed file, a file of a newer schema or one with no version at all is a
 ``ResultsError`` that names the file and the key, never a KeyError in a reader.
 
+A live run records its pid, host and a heartbeat, so that a run killed without a chance to write
+(SIGKILL, a lost machine) reads as "crashed" (``live_status``) rather than "running" forever.
+
 Accuracies are fractions in [0, 1]; FLOPs are counts (ints, stored as JSON numbers); seconds are
 wall-clock seconds.
 """
@@ -15,15 +18,21 @@ wall-clock seconds.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from rdistill.config import RunConfig
-from rdistill.io import write_json_atomic
+from rdistill.io import pid_alive, write_json_atomic
 from rdistill.typed import SchemaError, from_dict, to_dict
 
 SCHEMA_VERSION = 1
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+HEARTBEAT_SECONDS = 30.0
+STALE_SECONDS = 600.0
 
 RunStatus = Literal["running", "complete", "interrupted", "failed"]
 ArmStatus = Literal["running", "complete", "interrupted", "failed"]
@@ -134,6 +143,12 @@ class DataSummary:
     removed_overlap: int | None = None
     tokens: dict[str, TokenStats] | None = None
     reasoning_over_ift_answer_tokens: float | None = None
+    unknown_token_share: float | None = None
+    """Share of the training tokens that are the tokenizer's <unk>."""
+    over_capacity: dict[str, int] | None = None
+    """Documents longer than the pack capacity, per answer format the arms use (truncated or dropped
+    as --overflow says)."""
+    overflow: str | None = None
 
 
 @dataclass
@@ -147,7 +162,28 @@ class RunResults:
     status: RunStatus = "running"
     finished: str | None = None
     arms: list[ArmResult] = field(default_factory=list)
+    pid: int | None = None
+    """The process that writes this file while the run is live."""
+    host: str | None = None
+    heartbeat: str | None = None
+    """When a live run last wrote this file (it does so at least every HEARTBEAT_SECONDS while training)."""
     schema_version: int = SCHEMA_VERSION
+
+    def live_status(self, now: float | None = None) -> str:
+        """``status``, except that a run that says "running" but whose process is gone is "crashed":
+        its pid is dead on this host, or (another host) its heartbeat is older than STALE_SECONDS."""
+        if self.status != "running":
+            return self.status
+        if self.host == socket.gethostname() and self.pid is not None:
+            return "running" if pid_alive(self.pid) else "crashed"
+        if self.heartbeat is None:
+            return "crashed"
+        age = (now if now is not None else time.time()) - time.mktime(time.strptime(self.heartbeat, TIME_FORMAT))
+        return "running" if age < STALE_SECONDS else "crashed"
+
+    def beat(self) -> None:
+        """Mark the file as written now by this process."""
+        self.pid, self.host, self.heartbeat = os.getpid(), socket.gethostname(), time.strftime(TIME_FORMAT)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

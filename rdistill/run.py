@@ -17,28 +17,40 @@ exit. The kernels (rdistill.model.KernelPlan) are resolved once per run and used
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
+from rdistill import checks
 from rdistill.config import RunConfig, TrainConfig
 from rdistill.data import curriculum
 from rdistill.data.loading import write_pairs
 from rdistill.data.packing import auto_pack_tokens
 from rdistill.data.schema import PairedExample
-from rdistill.data.sources import open_source, resolve_tokenizer
+from rdistill.data.sources import DataSource, open_source, resolve_tokenizer
 from rdistill.data.tokenize import encode_document
 from rdistill.environment import capture
 from rdistill.evaluate import Generation, generate_answers, summarise
 from rdistill.flops.ledger import FlopLedger, ModelShape, train_step_flops
 from rdistill.io import JsonlAppender, write_json_atomic, write_text_atomic
-from rdistill.model import KernelPlan, build_student, resolve_kernels
-from rdistill.results import ArmParameters, ArmResult, FlopTotals, RunResults, TokenStats
+from rdistill.model import KernelPlan, build_student, check_student, resolve_kernels, student_skeleton
+from rdistill.results import (
+    HEARTBEAT_SECONDS,
+    TIME_FORMAT,
+    ArmParameters,
+    ArmResult,
+    FlopTotals,
+    RunResults,
+    TokenStats,
+)
 from rdistill.train import ArmOutcome, StepRecord, train_arm
 
 Documents = list[tuple[np.ndarray, np.ndarray]]
@@ -121,100 +133,214 @@ def _stopped(results: RunResults, record: ArmResult, status: str, exc: BaseExcep
     results.write(path)
 
 
-def run(cfg: RunConfig, hooks: RunHooks | None = None) -> RunResults:
-    """Train and evaluate every arm; returns (and writes) results.json's content."""
-    hooks = hooks or _Quiet()
-    specs = curriculum.parse_arms(cfg.arms)
+RUN_ENTRIES = ("config.json", "results.json", "data")
+"""What a run writes at the top of its folder, besides one folder per arm."""
+
+
+def clear_run_folder(out: Path) -> None:
+    """Delete the run folder ``out`` so that a run can start afresh in it; ValueError, deleting
+    nothing, when ``out`` is not a run folder (no readable config.json) or holds anything a run does not
+    write (hidden temporary files aside)."""
+    if not out.is_dir():
+        raise ValueError(f"{out} is not a folder")
+    try:
+        cfg = RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"{out} is not an rdistill run folder (no readable config.json), so --overwrite will not delete it; "
+            "choose another --out"
+        ) from e
+    known = {*RUN_ENTRIES, *cfg.arms}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.startswith("."))
+    if foreign:
+        raise ValueError(
+            f"{out} holds files a run does not write ({', '.join(foreign[:5])}), so --overwrite will not delete "
+            "it; move them or choose another --out"
+        )
+    shutil.rmtree(out)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, loaded and checked before its folder is touched."""
+
+    cfg: RunConfig
+    specs: tuple[curriculum.ArmSpec, ...]
+    source: DataSource
+    tok: PreTrainedTokenizerBase
+    pool: Documents
+    max_new_tokens: int
+
+
+def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Prepared:
+    """Check and load what ``cfg`` names (arms, student, data, tokenizer, evaluation) without writing
+    anything; ValueError (or FileNotFoundError) says what is wrong and what to do. ``message`` is told
+    what the loaders have to say (rows loaded, rows skipped)."""
     if cfg.out is None:
         raise ValueError("a run needs an output folder (out)")
+    specs = curriculum.parse_arms(cfg.arms)
+    check_student(cfg.model.name)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", cfg.to_dict())
     source = open_source(cfg.data, seed=cfg.seed)
+    say = message or _Quiet().message
     for text in source.messages:
-        hooks.message(text)
-    held = source.held_out
-    write_pairs(out / "data" / "eval.jsonl", held)
+        say(text)
     tok = resolve_tokenizer(cfg.model, source)
-    results = RunResults(config=cfg, data=source.summary, environment=capture(),
-                         started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    results.write(out / "results.json")
-    n_examples = len(source.train)
+    check_student(cfg.model.name, len(tok))
+    if cfg.eval.enabled and not source.held_out:
+        raise ValueError(f"no held-out rows to evaluate on in {source.summary.source}; give --eval-data, a larger "
+                         "file, or --no-eval")
+    n = len(source.train)
     pool = _encode(tok, source.train, "ift") + _encode(tok, source.train, "reasoning")  # see rdistill.data.curriculum
-    stats = {"ift": _length_stats(pool[:n_examples]), "reasoning": _length_stats(pool[n_examples:])}
+    stats = {"ift": _length_stats(pool[:n]), "reasoning": _length_stats(pool[n:])}
     source.summary.tokens = stats
     source.summary.reasoning_over_ift_answer_tokens = stats["reasoning"].mean_answer / stats["ift"].mean_answer
     if cfg.train.pack_tokens is None:
         longest = max(len(d[0]) for d in pool)
         cfg = replace(cfg, train=replace(cfg.train, pack_tokens=auto_pack_tokens(longest)))
-        results.config = cfg
-        write_json_atomic(out / "config.json", cfg.to_dict())
+    source.summary.unknown_token_share = checks.unknown_share(tok, pool)
+    checks.check_unknown_tokens(source.summary.unknown_token_share, cfg.data.max_unknown_share)
+    source.summary.over_capacity = checks.check_capacity(cfg, specs, source.train, pool)
+    source.summary.overflow = cfg.train.overflow
+    for fmt, count in source.summary.over_capacity.items():
+        if count:
+            say(f"{count} {fmt} documents are longer than --pack-tokens {cfg.train.pack_tokens}: "
+                f"{'truncated' if cfg.train.overflow == 'truncate' else 'dropped'} (--overflow {cfg.train.overflow})")
+    if cfg.eval.enabled:
+        checks.check_gold_answers(source.held_out)
+    checks.check_budget(cfg, ModelShape.from_model(student_skeleton(cfg.model.name, len(tok), tokens=_token_ids(tok))),
+                        specs, pool)
+    max_new = cfg.eval.max_new_tokens or (_auto_max_new_tokens(tok, source.held_out) if source.held_out else 1)
+    return Prepared(cfg, specs, source, tok, pool, max_new)
+
+
+def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None) -> RunResults:
+    """Train and evaluate every arm; returns (and writes) results.json's content. ``cfg`` may be the
+    result of ``prepare`` (whose checks then are not repeated)."""
+    hooks = hooks or _Quiet()
+    prep = cfg if isinstance(cfg, Prepared) else prepare(cfg, hooks.message)
+    cfg, source = prep.cfg, prep.source
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", cfg.to_dict())
+    write_pairs(out / "data" / "eval.jsonl", source.held_out)
+    results = RunResults(config=cfg, data=source.summary, environment=capture(),
+                         started=time.strftime(TIME_FORMAT))
+    results.beat()
+    results.write(out / "results.json")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    max_new = cfg.eval.max_new_tokens or _auto_max_new_tokens(tok, held)
-    costs: tuple[float, float] | None = None
-    kernels: KernelPlan | None = None
-    for spec in specs:
-        arm = spec.name
-        net = build_student(cfg.model.name, len(tok), tokens=_token_ids(tok), seed=cfg.seed).to(device)
-        kernels = kernels or resolve_kernels(net, device)  # once per run: every arm's student is alike
+    arm_run = _ArmRunner(prep, results, out, hooks, device)
+    try:
+        for spec in prep.specs:
+            arm_run(spec)
+    except BaseException as exc:
+        if results.status == "running":  # failed outside an arm's training (saving, evaluating)
+            results.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            results.write(out / "results.json")
+        raise
+    results.status = "complete"
+    results.finished = time.strftime(TIME_FORMAT)
+    results.write(out / "results.json")
+    return results
+
+
+class _ArmRunner:
+    """Trains, saves and evaluates one arm after another into the run folder."""
+
+    def __init__(self, prep: Prepared, results: RunResults, out: Path, hooks: RunHooks, device: str) -> None:
+        self.prep, self.results, self.out, self.hooks, self.device = prep, results, out, hooks, device
+        self.costs: tuple[float, float] | None = None
+        self.kernels: KernelPlan | None = None
+
+    def __call__(self, spec: curriculum.ArmSpec) -> None:
+        prep, cfg, hooks, arm = self.prep, self.prep.cfg, self.hooks, spec.name
+        n_examples = len(prep.source.train)
+        net = build_student(cfg.model.name, len(prep.tok), tokens=_token_ids(prep.tok), seed=cfg.seed).to(self.device)
+        self.kernels = self.kernels or resolve_kernels(net, self.device)  # once per run: every arm's student is alike
         shape = ModelShape.from_model(net)
         planned = None
         if spec.schedule == "sequential" and cfg.train.budget_flops is not None:
-            if costs is None:  # the same for every arm: one student, one pool
-                costs = _mean_doc_costs(shape, pool, n_examples, cfg.train)
-            planned = _planned_samples(spec, cfg.train.budget_flops, costs)
+            if self.costs is None:  # the same for every arm: one student, one pool
+                self.costs = _mean_doc_costs(shape, prep.pool, n_examples, cfg.train)
+            planned = _planned_samples(spec, cfg.train.budget_flops, self.costs)
         record = _arm_result(cfg, spec, shape)
         unit = "FLOPs" if cfg.train.budget_flops is not None else "samples"
         hooks.arm_started(arm, cfg.train.budget_flops or cfg.train.samples, unit)
-        arm_dir = out / arm
+        arm_dir = self.out / arm
         arm_dir.mkdir(exist_ok=True)
         (arm_dir / "metrics.jsonl").unlink(missing_ok=True)
-        last_ledger: list[FlopLedger] = []
+        progress = _Progress()
         with JsonlAppender(arm_dir / "metrics.jsonl") as metrics:
 
             def on_step(rec: StepRecord, ledger: FlopLedger) -> None:
                 metrics.write(rec.to_json())
-                last_ledger[:] = [ledger]
+                progress.update(rec, ledger)
+                if progress.due_beat():
+                    self.results.beat()
+                    self.results.write(self.out / "results.json")
                 hooks.step(arm, rec, ledger)
 
             try:
                 outcome = train_arm(
-                    net, pool, cfg.train, lr=cfg.train.lr_for(arm), seed=cfg.seed, kernels=kernels,
+                    net, prep.pool, cfg.train, lr=cfg.train.lr_for(arm), seed=cfg.seed, kernels=self.kernels,
                     segments=partial(
                         curriculum.segments, spec, n_examples, samples=cfg.train.samples, planned_samples=planned
                     ),
-                    on_step=on_step, device=device,
+                    on_step=on_step, device=self.device,
                 )
             except BaseException as exc:
-                _record_ledger(record, last_ledger[0] if last_ledger else None)
+                progress.record(record)
                 status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-                _stopped(results, record, status, exc, out / "results.json")
+                _stopped(self.results, record, status, exc, self.out / "results.json")
                 raise
         _record_outcome(record, outcome, cfg.train)
         net.save_pretrained(arm_dir / "model")
-        tok.save_pretrained(arm_dir / "model")
+        prep.tok.save_pretrained(arm_dir / "model")
         if cfg.eval.enabled:
+            held = prep.source.held_out
             hooks.eval_started(arm, len(held))
             try:
                 gens = generate_answers(
-                    net, tok, held, max_new_tokens=max_new, batch_size=cfg.eval.batch_size,
+                    net, prep.tok, held, max_new_tokens=prep.max_new_tokens, batch_size=cfg.eval.batch_size,
                     on_batch=lambda n: hooks.eval_progress(arm, n),
                 )
-            except KeyboardInterrupt:
-                _stopped(results, record, "interrupted", None, out / "results.json")
+            except KeyboardInterrupt as exc:
+                _stopped(self.results, record, "interrupted", exc, self.out / "results.json")
                 raise
             _write_generations(arm_dir / "generations.jsonl", held, gens)
-            record.eval = summarise(gens, source.chance, max_new_tokens=max_new)
+            record.eval = summarise(gens, prep.source.chance, max_new_tokens=prep.max_new_tokens)
         record.status = "complete"
-        results.arms.append(record)
-        results.write(out / "results.json")
+        self.results.arms.append(record)
+        self.results.beat()
+        self.results.write(self.out / "results.json")
         hooks.arm_finished(arm, record)
-    results.status = "complete"
-    results.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
-    results.write(out / "results.json")
-    return results
+
+
+class _Progress:
+    """What an arm has done so far (for a record of an interrupted arm) and when to write a heartbeat."""
+
+    def __init__(self) -> None:
+        self.ledger: FlopLedger | None = None
+        self.samples = 0
+        self.last_beat = time.monotonic()
+
+    def update(self, rec: StepRecord, ledger: FlopLedger) -> None:
+        self.ledger = ledger
+        self.samples += rec.samples
+
+    def due_beat(self) -> bool:
+        if time.monotonic() - self.last_beat < HEARTBEAT_SECONDS:
+            return False
+        self.last_beat = time.monotonic()
+        return True
+
+    def record(self, record: ArmResult) -> None:
+        """The FLOPs, steps, samples and tokens reached, into an arm's record."""
+        _record_ledger(record, self.ledger)
+        if self.ledger is not None:
+            record.steps, record.samples = self.ledger.steps, self.samples
+            record.train_tokens, record.loss_tokens = self.ledger.tokens, self.ledger.loss_tokens
 
 
 def _mean_doc_costs(shape: ModelShape, pool: Documents, n_examples: int, train: TrainConfig) -> tuple[float, float]:

@@ -1,30 +1,40 @@
 """Sweeps: a grid of students x arms x budgets, run one after another into one study folder.
 
-A sweep is a ``rdistill.config.SweepConfig``. Each grid point is its own run folder, ``STUDY/<model>/<budget>/<arm>/``, made by rdistill.run with a
-single arm, so every point is resumable on its own:
+A sweep is a ``rdistill.config.SweepConfig``. Each grid point is its own one-arm run, made by
+rdistill.run in ``STUDY/<model>/<budget>/<arm>-<fingerprint>/``: the fingerprint hashes every setting
+of the point's run (rdistill.config.RunConfig.fingerprint), so a point is identified by what it runs,
+not by its folder name; the model part is the checkpoint folder's name made safe (no path escapes
+the study). So every point is resumable on its own:
 
-- a point whose results.json says "complete" is skipped (an interrupted sweep resumes where it stopped);
-- any other point found on disk (interrupted, failed, half-written) is cleared and run again;
+- a point whose results.json says "complete" for the same settings is skipped (an interrupted sweep
+  resumes where it stopped; a rerun with another --lr, --seed or --difficulty runs new points);
+- any other point found on disk (interrupted, failed, crashed, half-written) is cleared and run again;
 - a point that fails is recorded (error and traceback tail) in ``STUDY/sweep.json`` and the sweep goes
   on with the next; Ctrl-C stops the sweep after recording the point as interrupted.
 
 ``STUDY/sweep.json`` (rewritten atomically after every point) lists every point with its status,
-seconds and folder. Every point of a (model, budget) pair starts from the same initial student and
+seconds and folder. ``STUDY/.sweep.lock`` holds the live sweep's pid and host: a second sweep on the
+same study refuses to start while the first runs, and takes over a lock its dead owner left. Every point of a (model, budget) pair starts from the same initial student and
 sees the same data, because the seed is shared.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rdistill.config import RunConfig, SweepConfig
 from rdistill.data.curriculum import parse_arms
-from rdistill.io import write_json_atomic
+from rdistill.io import pid_alive, write_json_atomic
 from rdistill.results import ResultsError, RunResults
 from rdistill.run import RunHooks, run
 
@@ -35,9 +45,44 @@ class SweepPoint:
     budget: float
     arm: str
 
-    def folder(self, study: Path) -> Path:
-        model = Path(self.model).name if Path(self.model).is_dir() else self.model
-        return study / model / f"{self.budget:.2e}".replace("+", "") / self.arm
+    def folder(self, study: Path, fingerprint: str) -> Path:
+        """``STUDY/<model name>/<budget>/<arm>-<fingerprint>``, always inside ``study``."""
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).name).strip(".") or "model"
+        return study / name / f"{self.budget:.4g}".replace("+", "") / f"{self.arm}-{fingerprint}"
+
+
+class SweepLocked(ValueError):
+    """Another live sweep holds the study folder."""
+
+
+@contextmanager
+def study_lock(study: Path) -> Iterator[None]:
+    """Hold ``study/.sweep.lock`` for the duration; SweepLocked while another live process holds it."""
+    path = study / ".sweep.lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text())
+            except (OSError, ValueError):
+                owner = {}
+            live = owner.get("host") != me["host"] or pid_alive(owner.get("pid"))
+            if live and owner:
+                raise SweepLocked(
+                    f"another sweep (pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('started')}) is "
+                    f"running in {study}; wait for it to finish, or delete {path} if it is gone"
+                ) from None
+            path.unlink(missing_ok=True)  # its owner is dead: take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def grid(models: tuple[str, ...], arms: tuple[str, ...], budgets: tuple[float, ...]) -> list[SweepPoint]:
@@ -48,23 +93,27 @@ def grid(models: tuple[str, ...], arms: tuple[str, ...], budgets: tuple[float, .
     return [SweepPoint(m, b, a) for b in sorted(budgets) for m in models for a in names]
 
 
-def point_status(folder: Path) -> str | None:
-    """The status in a point's results.json, or None when there is none (or it cannot be read)."""
+def point_status(folder: Path, fingerprint: str | None = None) -> str | None:
+    """The live status of a point's results.json ("crashed" for a dead "running" one), or None when
+    there is none, it cannot be read, or (with ``fingerprint``) it holds a run of other settings."""
     try:
-        return RunResults.read(folder / "results.json").status
+        results = RunResults.read(folder / "results.json")
     except ResultsError:
         return None
+    if fingerprint is not None and results.config.fingerprint() != fingerprint:
+        return None
+    return results.live_status()
 
 
 def point_config(base: RunConfig, point: SweepPoint, study: Path) -> RunConfig:
-    """The one-arm run of ``point``: ``base`` with the point's folder, student, arm and budget."""
-    return replace(
+    """The one-arm run of ``point``: ``base`` with the point's student, arm and budget, in its folder."""
+    cfg = replace(
         base,
-        out=str(point.folder(study)),
         model=replace(base.model, name=point.model),
         arms=(point.arm,),
         train=replace(base.train, budget_flops=point.budget, samples=None),
     )
+    return replace(cfg, out=str(point.folder(study, cfg.fingerprint())))
 
 
 def run_sweep(
@@ -79,15 +128,27 @@ def run_sweep(
     ``on_point(point, status, index, total)`` is told "skipped", "started", "complete" or "failed".
     """
     points = grid(cfg.models, cfg.arms, cfg.budgets)
-    base = cfg.base
     study = Path(study)
     study.mkdir(parents=True, exist_ok=True)
-    manifest = {"points": []}
+    with study_lock(study):
+        return _run_points(cfg.base, points, study, hooks_for, on_point)
+
+
+def _run_points(
+    base: RunConfig,
+    points: list[SweepPoint],
+    study: Path,
+    hooks_for: Callable[[SweepPoint], RunHooks] | None,
+    on_point: Callable[[SweepPoint, str, int, int], None] | None,
+) -> dict:
+    manifest: dict = {"points": []}
     for i, point in enumerate(points):
-        folder = point.folder(study)
-        entry = {"model": point.model, "arm": point.arm, "budget": point.budget, "dir": str(folder.relative_to(study))}
+        run_cfg = point_config(base, point, study)
+        folder = Path(run_cfg.out)
+        entry = {"model": point.model, "arm": point.arm, "budget": point.budget, "dir": str(folder.relative_to(study)),
+                 "fingerprint": run_cfg.fingerprint()}
         manifest["points"].append(entry)
-        if point_status(folder) == "complete":
+        if point_status(folder, entry["fingerprint"]) == "complete":
             entry["status"] = "complete"
             entry["skipped"] = True
             if on_point:
@@ -99,7 +160,7 @@ def run_sweep(
             on_point(point, "started", i, len(points))
         t0 = time.perf_counter()
         try:
-            run(point_config(base, point, study), hooks_for(point) if hooks_for else None)
+            run(run_cfg, hooks_for(point) if hooks_for else None)
             entry["status"] = "complete"
         except KeyboardInterrupt:
             entry["status"] = "interrupted"

@@ -187,6 +187,9 @@ class Trainer:
         for order in self.segments(self.rng):
             lengths = [len(self.docs[i][0]) for i in order]
             plan = pack(lengths, self.capacity, mode=self.cfg.pack_mode, overflow=self.cfg.overflow)
+            if len(order) and not plan.packs:  # e.g. --overflow drop dropped them all: never loop forever
+                raise ValueError(f"all {len(order)} documents of a segment were dropped (--overflow "
+                                 f"{self.cfg.overflow}, --pack-tokens {self.capacity}); nothing to train on")
             packs = [[int(order[j]) for j in p] for p in plan.packs]
             packs = [packs[i] for i in self.rng.permutation(len(packs))]
             for i in range(0, len(packs), self.cfg.packs_per_step):
@@ -295,6 +298,9 @@ class Trainer:
             if self.cfg.samples is not None and self.samples >= self.cfg.samples:
                 stopped_by = "samples"
                 break
+        if self.steps == 0:
+            raise ValueError("the arm took no optimizer step: its budget or data could not pay for a single "
+                             "document; raise --budget or check the data")
         return ArmOutcome(
             steps=self.steps, samples=self.samples, train_tokens=self.tokens, loss_tokens=self.loss_tokens,
             epochs=self.samples / len(self.docs), seconds=time.perf_counter() - t0, final_loss=final_loss,

@@ -36,3 +36,27 @@ def make_student():
         return student_from_config(AutoConfig.for_model(kind, **fields))
 
     return make
+
+
+@pytest.fixture
+def stop_training_at(monkeypatch):
+    """``stop_training_at(step, exc)``: every arm a run trains raises ``exc`` right after that step
+    (as Ctrl-C or SIGTERM would arrive)."""
+    import rdistill.run as run_mod
+
+    def install(step: int, exc: type[BaseException] = KeyboardInterrupt) -> None:
+        real = run_mod.train_arm
+
+        def stopping(net, docs, cfg, **kw):
+            on_step = kw["on_step"]
+
+            def stop(rec, ledger):
+                on_step(rec, ledger)
+                if rec.step == step:
+                    raise exc
+
+            return real(net, docs, cfg, **{**kw, "on_step": stop})
+
+        monkeypatch.setattr(run_mod, "train_arm", stopping)
+
+    return install

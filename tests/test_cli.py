@@ -46,22 +46,8 @@ def test_train_end_to_end(tmp_path):
         assert a["flops"] == b["flops"] and a["final_loss"] == b["final_loss"] and a["eval"]["accuracy"] == b["eval"]["accuracy"]
 
 
-def test_interrupt_leaves_a_consistent_folder(tmp_path, monkeypatch):
-    import rdistill.run as run_mod
-
-    real = run_mod.train_arm
-
-    def interrupted(net, docs, s, **kw):
-        on_step = kw["on_step"]
-
-        def stop_after_two(rec, ledger):
-            on_step(rec, ledger)
-            if rec.step == 2:
-                raise KeyboardInterrupt
-
-        return real(net, docs, s, **{**kw, "on_step": stop_after_two})
-
-    monkeypatch.setattr(run_mod, "train_arm", interrupted)
+def test_interrupt_leaves_a_consistent_folder(tmp_path, stop_training_at):
+    stop_training_at(2)
     out = tmp_path / "run"
     res = _train(out, "--arms", "reasoning")
     assert res.exit_code == 130

@@ -33,7 +33,7 @@ def _example_value(tp, default):
         return "ift,seq25" if typing.get_args(tp)[0] is str else "1e9,2e9"
     if typing.get_origin(tp) is dict:
         return "prompt=question"
-    return (not default) if tp is bool else {int: 7, float: 0.25, str: "x"}[tp]
+    return (not default) if tp is bool else {int: 3 if default == 2 else 7, float: 0.25, str: "x"}[tp]
 
 
 def test_every_train_option_maps_to_a_documented_config_field():

@@ -197,7 +197,7 @@ def test_field_errors_name_file_row_field(tmp_path: Path, bad_row: dict, field: 
         load_pairs(path)
     message = str(err.value)
     _assert_names(message, path, 3, field)
-    assert needle in message and "skip_bad_rows=True" in message
+    assert needle in message and "--skip-bad-rows" in message
     assert err.value.bad_row is not None and err.value.bad_row.row == 3
 
 

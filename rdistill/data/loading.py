@@ -38,9 +38,10 @@ THINK_END = "</think>"
 
 _BATCH_ROWS = 8192
 _MISSING = object()
-_SKIP_HINT = "or pass skip_bad_rows=True to skip bad rows and report them"
+_SKIP_HINT = "or pass --skip-bad-rows (skip_bad_rows=True) to skip bad rows and count them"
 _HINTS = {
-    "missing": "add it, or map another column to it with columns={{'{field}': '<column>'}}",
+    "missing": "add it, or map another column to it with --columns {field}=COLUMN",
+    "too_long": "shorten it or remove the row, or raise --max-field-chars",
     "not_string": "store it as a string",
     "empty": "fill it in or remove the row",
     "invalid_json": "fix or remove the line",
@@ -83,6 +84,7 @@ class BadRow:
             "invalid_json": "invalid JSON",
             "invalid_utf8": "invalid UTF-8",
             "not_object": "not a JSON object",
+            "too_long": f"over-long {self.field!r}",
         }[self.kind]
 
     def error_message(self) -> str:
@@ -152,11 +154,14 @@ def load_pairs(
     skip_bad_rows: bool = False,
     limit: int | None = None,
     split: str | None = None,
+    max_field_chars: int | None = None,
 ) -> LoadedPairs:
     """Load paired examples from a JSON lines / JSON array / parquet file or a ``datasets`` folder.
 
     ``columns`` maps target fields to the file's column names (unmapped fields use their own name).
-    ``limit`` stops after that many valid examples. ``split`` picks a ``DatasetDict`` split.
+    ``limit`` stops after that many valid examples. ``split`` picks a ``DatasetDict`` split. A prompt or
+    answer longer than ``max_field_chars`` characters is a bad row (so hostile input cannot drive the
+    tokenizer out of memory).
     Raises ``DataError`` naming the file, row and field of the first bad row, unless
     ``skip_bad_rows``; a source with no valid rows raises either way.
     """
@@ -183,7 +188,8 @@ def load_pairs(
     else:
         kind = repr(p.suffix) if p.suffix else "(no extension)"
         raise DataError(f"{p}: unsupported file type {kind}; expected {SUPPORTED_FORMATS}")
-    return _collect(source, records, sources, skip_bad_rows, limit)
+    required = {*COLUMNS, *(explicit & set(OPTIONAL_COLUMNS))}  # a mapped optional column must exist too
+    return _collect(source, records, sources, skip_bad_rows, limit, max_field_chars, required)
 
 
 def write_pairs(path: str | os.PathLike[str], examples: Iterable[PairedExample]) -> int:
@@ -215,7 +221,8 @@ def _check_column_map(mapping: dict[str, str]) -> dict[str, str]:
 
 
 def _collect(
-    source: str, records: _Records, sources: Mapping[str, str], skip_bad_rows: bool, limit: int | None
+    source: str, records: _Records, sources: Mapping[str, str], skip_bad_rows: bool, limit: int | None,
+    max_field_chars: int | None = None, required: set[str] | frozenset[str] = frozenset(COLUMNS),
 ) -> LoadedPairs:
     examples: list[PairedExample] = []
     skipped: list[BadRow] = []
@@ -224,7 +231,7 @@ def _collect(
     try:
         for record in records:
             num_rows += 1
-            result = record if isinstance(record, BadRow) else _to_example(source, *record, sources)
+            result = record if isinstance(record, BadRow) else _to_example(source, *record, sources, max_field_chars, required)
             if isinstance(result, BadRow):
                 if not skip_bad_rows:
                     raise DataError(result.error_message(), result)
@@ -248,25 +255,35 @@ def _collect(
     return LoadedPairs(examples, source, num_rows, skipped, without_think)
 
 
+def _missing(source: str, row: int, record: Mapping[str, Any], name: str, column: str) -> BadRow:
+    keys = ", ".join(map(repr, record)) or "none"
+    where = f"key {column!r}" if column == name else f"key {column!r} (mapped to {name!r})"
+    return BadRow(source, row, name, f"missing {where}; keys present: {keys}", "missing")
+
+
 def _to_example(
-    source: str, row: int, record: Mapping[str, Any], sources: Mapping[str, str]
+    source: str, row: int, record: Mapping[str, Any], sources: Mapping[str, str], max_chars: int | None = None,
+    required: set[str] | frozenset[str] = frozenset(COLUMNS),
 ) -> PairedExample | BadRow:
     values: dict[str, Any] = {}
     for name in COLUMNS:
         column = sources[name]
         value = record.get(column, _MISSING)
         if value is _MISSING:
-            keys = ", ".join(map(repr, record)) or "none"
-            where = f"key {column!r}" if column == name else f"key {column!r} (mapped to {name!r})"
-            return BadRow(source, row, name, f"missing {where}; keys present: {keys}", "missing")
+            return _missing(source, row, record, name, column)
         if not isinstance(value, str):
             return BadRow(source, row, name, f"expected a string, found {_type_name(value)}", "not_string")
         if not value or value.isspace():
             what = "prompt" if name == "prompt" else "answer"
             return BadRow(source, row, name, f"empty {what} (blank or whitespace only)", "empty")
+        if max_chars is not None and len(value) > max_chars:
+            return BadRow(source, row, name, f"{len(value):,} characters, over --max-field-chars {max_chars:,}",
+                          "too_long")
         values[name] = value
     for name in OPTIONAL_COLUMNS:
-        value = record.get(sources[name])
+        value = record.get(sources[name], _MISSING)
+        if value is _MISSING and name in required:
+            return _missing(source, row, record, name, sources[name])
         if value is None or value is _MISSING:
             continue
         if not isinstance(value, str):
@@ -279,6 +296,7 @@ def _to_example(
         reasoning=values["reasoning"],
         family=values.get("family", DEFAULT_FAMILY),
         answer=values.get("answer"),
+        source=f"{source}: row {row}",
     )
 
 
@@ -378,7 +396,7 @@ def _needed_columns(
         mapped = "" if column == name else f" (mapped to field {name!r})"
         raise DataError(
             f"{source}: missing column {column!r}{mapped} needed for field {name!r}; columns present: "
-            f"{available}; rename the column or map one with columns={{'{name}': '<column>'}}"
+            f"{available}; rename the column or map one with --columns {name}=COLUMN"
         )
     return list(dict.fromkeys(sources[name] for name in FIELDS if sources[name] in present))
 

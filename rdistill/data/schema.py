@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 COLUMNS = ("prompt", "ift", "reasoning")
 OPTIONAL_COLUMNS = ("family", "answer")
@@ -23,6 +23,8 @@ class PairedExample:
     reasoning: str
     family: str = DEFAULT_FAMILY
     answer: str | None = None
+    source: str | None = field(default=None, compare=False)
+    """Where the example was read: ``file: row N`` (the file's own line or row), for error messages."""
 
     def to_row(self) -> dict[str, str]:
         row = {"prompt": self.prompt, "ift": self.ift, "reasoning": self.reasoning, "family": self.family}

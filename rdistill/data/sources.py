@@ -75,7 +75,8 @@ def open_source(
     """
     if cfg.path is None:
         return _synthetic().open_source(cfg, seed=seed)
-    loaded = load_pairs(cfg.path, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows, limit=limit)
+    loaded = load_pairs(cfg.path, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows, limit=limit,
+                        max_field_chars=cfg.max_field_chars)
     messages = [loaded.summary()]
     summary = DataSummary(source=str(cfg.path), train=0, eval=0, rows_read=loaded.num_rows_read,
                           skipped=len(loaded.skipped))
@@ -83,7 +84,8 @@ def open_source(
     if not hold_out:
         train, held = examples, []
     elif cfg.eval_path is not None:
-        held_loaded = load_pairs(cfg.eval_path, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows)
+        held_loaded = load_pairs(cfg.eval_path, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows,
+                                 max_field_chars=cfg.max_field_chars)
         messages.append(held_loaded.summary())
         held = held_loaded.examples
         held_prompts = {e.prompt for e in held}
@@ -95,7 +97,11 @@ def open_source(
         held = [examples[i] for i in perm[:n_eval]]
         held_prompts = {e.prompt for e in held}
         train = [examples[i] for i in perm[n_eval:] if examples[i].prompt not in held_prompts]
+        summary.removed_overlap = len(examples) - n_eval - len(train)
     summary.train, summary.eval = len(train), len(held)
+    if summary.removed_overlap:
+        messages.append(f"removed {summary.removed_overlap} training rows whose prompt is also held out "
+                        f"(duplicates); {len(train)} train, {len(held)} held out")
     if not train:
         raise ValueError(f"no training rows left in {cfg.path} after setting the held-out set aside")
     return DataSource(train, held, summary, chance={}, default_tokenizer=builtin_tokenizer, messages=messages)

@@ -97,8 +97,17 @@ def check_budget(cfg: RunConfig, shape: ModelShape, specs: Sequence[ArmSpec], po
     n, cap, kind = len(pool) // 2, cfg.train.pack_tokens, cfg.train.ledger_kind
     cheapest = None
     for fmt in formats_used(specs):
-        for ids, mask in (pool[:n] if fmt == "ift" else pool[n:]):
-            cost = train_step_flops(shape, [min(len(ids), cap)], int(mask[1:cap].sum())).total(kind)
+        docs = pool[:n] if fmt == "ift" else pool[n:]
+        sizes = sorted((min(len(ids), cap), int(mask[1:cap].sum())) for ids, mask in docs)
+        # every count grows with a document's tokens and its loss tokens: only documents that no shorter
+        # one beats on loss tokens can be the cheapest
+        front, fewest = [], None
+        for length, loss in sizes:
+            if fewest is None or loss < fewest:
+                front.append((length, loss))
+                fewest = loss
+        for length, loss in front:
+            cost = train_step_flops(shape, [length], loss).total(kind)
             cheapest = cost if cheapest is None else min(cheapest, cost)
     if cheapest is not None and cfg.train.budget_flops < cheapest:
         raise ValueError(

@@ -69,11 +69,12 @@ def _train(config: Path | None, overwrite: bool, **given: Any) -> None:
     cfg = replace(cfg, out=str(out))
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file, not a folder; choose another --out")
+    occupied = out.exists() and any(out.iterdir())
+    if occupied and not overwrite:
+        fail(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     try:
         prepared = prepare(cfg, console.print)  # everything checked before the folder is touched
-        if out.exists() and any(out.iterdir()):
-            if not overwrite:
-                fail(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+        if occupied:
             clear_run_folder(out)
     except (ValueError, FileNotFoundError) as e:
         fail(e)

@@ -17,6 +17,7 @@ wall-clock seconds.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import socket
@@ -166,7 +167,7 @@ class RunResults:
     """The process that writes this file while the run is live."""
     host: str | None = None
     heartbeat: str | None = None
-    """When a live run last wrote this file (it does so at least every HEARTBEAT_SECONDS while training)."""
+    """When (UTC) a live run last wrote this file; it does so at least every HEARTBEAT_SECONDS while training."""
     schema_version: int = SCHEMA_VERSION
 
     def live_status(self, now: float | None = None) -> str:
@@ -178,12 +179,12 @@ class RunResults:
             return "running" if pid_alive(self.pid) else "crashed"
         if self.heartbeat is None:
             return "crashed"
-        age = (now if now is not None else time.time()) - time.mktime(time.strptime(self.heartbeat, TIME_FORMAT))
+        age = (now if now is not None else time.time()) - calendar.timegm(time.strptime(self.heartbeat, TIME_FORMAT))
         return "running" if age < STALE_SECONDS else "crashed"
 
     def beat(self) -> None:
         """Mark the file as written now by this process."""
-        self.pid, self.host, self.heartbeat = os.getpid(), socket.gethostname(), time.strftime(TIME_FORMAT)
+        self.pid, self.host, self.heartbeat = os.getpid(), socket.gethostname(), time.strftime(TIME_FORMAT, time.gmtime())
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rdistill.cli.app import data_app, fail
 from rdistill.cli.options import check_pack_tokens, command, opt, values
-from rdistill.cli.render import console
+from rdistill.cli.render import console, table_console
 from rdistill.config import DataConfig, ModelConfig
 
 SYNTH_OPTIONS = (opt("data.train_size"), opt("data.eval_size"), opt("data.difficulty"), opt("seed"))
@@ -50,7 +49,7 @@ def _synth(out: Path, **given: Any) -> None:
         table.add_column(col, justify="right" if col != "family" else "left")
     for fam, (n, i, r) in sorted(sums.items()):
         table.add_row(fam, str(n), f"{i / n:.1f}", f"{r / n:.1f}", f"{r / i:.1f}x")
-    Console().print(table)
+    table_console().print(table)
     console.print(f"wrote {len(train_ex)} + {len(eval_ex)} rows to {out}/train.jsonl and {out}/eval.jsonl")
 
 
@@ -115,7 +114,7 @@ def _stats(**given: Any) -> None:
             arm, mode, f"{plan.num_packs:,}", f"{100 * plan.efficiency:.2f}%", str(plan.truncated.size),
             str(plan.dropped.size), f"{secs:.4f}",
         )
-    out = Console()
+    out = table_console()
     out.print(dist)
     out.print(packing)
     console.print("efficiency = real tokens / (packs x capacity); bf: best fit in a shuffled order, as the "

@@ -6,12 +6,11 @@ import inspect
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rdistill.cli.app import app, fail, quiet_libraries
 from rdistill.cli.options import check_pack_tokens, command, opt, values
-from rdistill.cli.render import sci
+from rdistill.cli.render import sci, table_console
 from rdistill.config import DataConfig, ModelConfig
 
 FLOPS_OPTIONS = (opt("model.name", "--model"), opt("model.tokenizer"), opt("data.path", "--data"), opt("data.columns"),
@@ -108,7 +107,7 @@ def _flops(arm: str, lengths: str | None, num_docs: int, measure: bool, max_pack
     if as_json:
         typer.echo(json_mod.dumps(result, indent=2))
         return
-    out = Console()
+    out = table_console()
     t = Table(title=f"training FLOPs: {model}, {arm} answers, {source}, {rep.num_packs} packs of {cap} tokens")
     for col in ("component", "exact", "executed", "paper", "paper / exact"):
         t.add_column(col, justify="left" if col == "component" else "right")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rdistill.cli import data_cmds, flops_cmd  # noqa: F401  (they register their commands)
@@ -25,7 +24,7 @@ from rdistill.cli.options import (
     command,
     overrides,
 )
-from rdistill.cli.render import ProgressHooks, console, summary_tables
+from rdistill.cli.render import ProgressHooks, console, summary_tables, table_console
 from rdistill.config import RunConfig, SweepConfig, merge, read_config_file
 from rdistill.typed import from_dict
 
@@ -92,7 +91,7 @@ def _train(config: Path | None, overwrite: bool, **given: Any) -> None:
     except OSError as e:
         fail(f"cannot write the run folder {out}: {e.strerror or e}")
     for table in summary_tables(results):
-        Console().print(table)
+        table_console().print(table)
     console.print(f"results: {out}/results.json")
 
 
@@ -187,7 +186,7 @@ def models() -> None:
         n = count_parameters(build_student(name, vocab))["total"]
         table.add_row(name, str(p.num_hidden_layers), str(p.hidden_size), f"{p.num_attention_heads}/{p.num_key_value_heads}",
                       str(p.intermediate_size), f"{n:,}", p.description)
-    Console().print(table)
+    table_console().print(table)
 
 
 def _terminate(signum, frame) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from rich.console import Console
@@ -11,6 +12,13 @@ from rich.table import Table
 from rdistill.results import RunResults
 
 console = Console(stderr=True)
+LOG_WIDTH = 200
+"""Width of tables written to a file or a pipe (a log), so that no column is cut at 80 characters."""
+
+
+def table_console() -> Console:
+    """Where result tables go: stdout, at the terminal's width, or LOG_WIDTH wide when it is not a terminal."""
+    return Console() if sys.stdout.isatty() else Console(width=LOG_WIDTH)
 
 
 def sci(x: float | int | None) -> str:
@@ -95,9 +103,8 @@ def summary_tables(results: RunResults) -> list[Table]:
     arms = [a for a in results.arms if a.eval is not None]
     if arms:
         families = sorted({f for a in arms for f in a.eval.by_family})
-        chance = arms[0].eval.chance
-        ev = Table(title="held-out exact match (chance: " + ", ".join(
-            f"{f} {pct(c)}" for f, c in chance.items() if c) + ")")
+        chance = ", ".join(f"{f} {pct(c)}" for f, c in arms[0].eval.chance.items() if c)
+        ev = Table(title="held-out exact match" + (f" (chance: {chance})" if chance else ""))
         for col in ("arm", "all", *families, "out tokens", "FLOPs/query"):
             ev.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
         for a in arms:

@@ -163,6 +163,9 @@ class RunResults:
     status: RunStatus = "running"
     finished: str | None = None
     arms: list[ArmResult] = field(default_factory=list)
+    fingerprint: str | None = None
+    """RunConfig.fingerprint() of the config as asked for (``config`` holds it with automatic values,
+    such as the pack capacity, resolved): what identifies the run, e.g. a sweep point."""
     pid: int | None = None
     """The process that writes this file while the run is live."""
     host: str | None = None

@@ -170,6 +170,8 @@ class Prepared:
     tok: PreTrainedTokenizerBase
     pool: Documents
     max_new_tokens: int
+    fingerprint: str
+    """The fingerprint of the config as asked for, before automatic values were resolved."""
 
 
 def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Prepared:
@@ -178,6 +180,7 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     what the loaders have to say (rows loaded, rows skipped)."""
     if cfg.out is None:
         raise ValueError("a run needs an output folder (out)")
+    fingerprint = cfg.fingerprint()
     specs = curriculum.parse_arms(cfg.arms)
     check_student(cfg.model.name)
     if cfg.threads:
@@ -212,7 +215,7 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     checks.check_budget(cfg, ModelShape.from_model(student_skeleton(cfg.model.name, len(tok), tokens=_token_ids(tok))),
                         specs, pool)
     max_new = cfg.eval.max_new_tokens or (_auto_max_new_tokens(tok, source.held_out) if source.held_out else 1)
-    return Prepared(cfg, specs, source, tok, pool, max_new)
+    return Prepared(cfg, specs, source, tok, pool, max_new, fingerprint)
 
 
 def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None) -> RunResults:
@@ -226,7 +229,7 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None) -> RunResults:
     write_json_atomic(out / "config.json", cfg.to_dict())
     write_pairs(out / "data" / "eval.jsonl", source.held_out)
     results = RunResults(config=cfg, data=source.summary, environment=capture(),
-                         started=time.strftime(TIME_FORMAT))
+                         started=time.strftime(TIME_FORMAT), fingerprint=prep.fingerprint)
     results.beat()
     results.write(out / "results.json")
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -100,7 +100,7 @@ def point_status(folder: Path, fingerprint: str | None = None) -> str | None:
         results = RunResults.read(folder / "results.json")
     except ResultsError:
         return None
-    if fingerprint is not None and results.config.fingerprint() != fingerprint:
+    if fingerprint is not None and results.fingerprint != fingerprint:
         return None
     return results.live_status()
 

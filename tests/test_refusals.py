@@ -155,10 +155,15 @@ def test_sweep_points_are_keyed_by_their_settings(tmp_path):
         assert b.out != a.out and b.fingerprint() != a.fingerprint()
     near = point_config(_base(), SweepPoint("tiny", 2.001e10, "ift"), study)
     assert near.out != a.out
-    # a complete run of other settings in the folder is not this point's
-    _results(status="complete").write(tmp_path / "results.json")
+    # a complete run of other settings in the folder is not this point's; the same settings are,
+    # though the run resolved automatic values (the pack capacity) in the config it saved
+    _results(status="complete", fingerprint=b.fingerprint()).write(tmp_path / "results.json")
     assert point_status(tmp_path, a.fingerprint()) is None
     assert point_status(tmp_path) == "complete"
+    resolved = RunConfig(train=TrainConfig(budget_flops=1e10, pack_tokens=1024), data=_base().data)
+    RunResults(config=resolved, data=DataSummary(source="synthetic", train=1, eval=1), environment={},
+               started="now", status="complete", fingerprint=a.fingerprint()).write(tmp_path / "results.json")
+    assert point_status(tmp_path, a.fingerprint()) == "complete"
 
 
 def test_sweep_folders_stay_inside_the_study_and_do_not_collide(tmp_path):

@@ -22,8 +22,9 @@ import numpy as np
 from rdistill.config import RunConfig
 from rdistill.data.curriculum import ArmSpec
 from rdistill.data.schema import PairedExample
-from rdistill.evaluate import extract_boxed
+from rdistill.evaluate import find_gold_answer
 from rdistill.flops.ledger import ModelShape, train_step_flops
+from rdistill.train import document_size
 
 Documents = Sequence[tuple[np.ndarray, np.ndarray]]
 SHOW = 3
@@ -36,7 +37,7 @@ def _where(examples: Sequence[PairedExample], idx: Sequence[int]) -> str:
 
 
 def check_gold_answers(held: Sequence[PairedExample]) -> None:
-    missing = [i for i, ex in enumerate(held) if ex.answer is None and extract_boxed(ex.ift) is None]
+    missing = [i for i, ex in enumerate(held) if find_gold_answer(ex) is None]
     if missing:
         raise ValueError(
             f"{len(missing)} held-out rows have no gold answer (no 'answer' column and no \\boxed{{}} in 'ift'): "
@@ -98,7 +99,7 @@ def check_budget(cfg: RunConfig, shape: ModelShape, specs: Sequence[ArmSpec], po
     cheapest = None
     for fmt in formats_used(specs):
         docs = pool[:n] if fmt == "ift" else pool[n:]
-        sizes = sorted((min(len(ids), cap), int(mask[1:cap].sum())) for ids, mask in docs)
+        sizes = sorted(document_size(doc, cap) for doc in docs)
         # every count grows with a document's tokens and its loss tokens: only documents that no shorter
         # one beats on loss tokens can be the cheapest
         front, fewest = [], None

@@ -42,10 +42,13 @@ def normalise(answer: str) -> str:
     return " ".join(answer.split())
 
 
+def find_gold_answer(ex: PairedExample) -> str | None:
+    """The gold answer: the ``answer`` column, else the last ``\\boxed{}`` of ``ift``; None if neither."""
+    return ex.answer if ex.answer is not None else extract_boxed(ex.ift)
+
+
 def gold_answer(ex: PairedExample) -> str:
-    if ex.answer is not None:
-        return ex.answer
-    boxed = extract_boxed(ex.ift)
+    boxed = find_gold_answer(ex)
     if boxed is None:
         raise ValueError(f"held-out example has no 'answer' and its ift has no \\boxed{{}}: {ex.prompt[:80]!r}")
     return boxed

@@ -147,9 +147,25 @@ def student_from_config(config: PretrainedConfig) -> PreTrainedModel:
     return AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
 
 
-def check_student(model: str, vocab_size: int | None = None) -> None:
+def _meta_model(config: PretrainedConfig) -> PreTrainedModel:
+    """The module tree of ``config`` on the meta device: no memory, no weights."""
+    register_attention()
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+
+
+def _check_vocabulary(config: PretrainedConfig, vocab_size: int) -> None:
+    vocab = getattr(config.get_text_config(), "vocab_size", None)
+    if vocab is not None and vocab < vocab_size:
+        raise ValueError(
+            f"the model's vocabulary ({vocab}) is smaller than the tokenizer's ({vocab_size}); "
+            "use the checkpoint's own tokenizer (--tokenizer PATH)"
+        )
+
+
+def check_student(model: str) -> None:
     """Raise ValueError, saying what to do, unless ``model`` is a preset or a checkpoint folder whose
-    config transformers builds as a causal LM (with room for ``vocab_size`` tokens). Reads no weights."""
+    config transformers builds as a decoder with rdistill's packed attention. Reads no weights."""
     if model in PRESETS:
         return
     path = Path(model)
@@ -161,10 +177,8 @@ def check_student(model: str, vocab_size: int | None = None) -> None:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path / 'config.json'}: transformers cannot read it ({e})") from e
-    register_attention()
     try:
-        with torch.device("meta"):  # builds the module tree only: no memory, no weights
-            net = AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+        net = _meta_model(config)
     except (ValueError, TypeError, KeyError, ImportError) as e:
         raise ValueError(
             f"{path / 'config.json'}: transformers cannot build this {config.model_type!r} model as a causal "
@@ -175,22 +189,16 @@ def check_student(model: str, vocab_size: int | None = None) -> None:
             f"{path / 'config.json'} describes a {config.model_type!r} model, not a decoder with a `model` body "
             "rdistill can train on packed rows; pass a decoder checkpoint (Qwen2, Llama, ...) or a preset"
         )
-    vocab = getattr(config.get_text_config(), "vocab_size", None)
-    if vocab_size is not None and vocab is not None and vocab < vocab_size:
-        raise ValueError(
-            f"the model's vocabulary ({vocab}) is smaller than the tokenizer's ({vocab_size}); "
-            "use the checkpoint's own tokenizer (--tokenizer PATH)"
-        )
 
 
 def student_skeleton(model: str, vocab_size: int, *, tokens: dict | None = None) -> PreTrainedModel:
-    """The student's module tree on the meta device (no memory, no weights read): enough for its shape
-    and parameter counts before anything is trained."""
-    register_attention()
+    """The student (checked by ``check_student``) on the meta device, for a tokenizer of ``vocab_size``
+    tokens: its shape and parameter counts before anything is trained. ValueError when the model's
+    vocabulary is too small for the tokenizer."""
     config = (preset_config(model, vocab_size, **(tokens or {})) if model in PRESETS
               else AutoConfig.from_pretrained(model))
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, attn_implementation=ATTN_IMPL)
+    _check_vocabulary(config, vocab_size)
+    return _meta_model(config)
 
 
 def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, seed: int = 0) -> PreTrainedModel:
@@ -212,11 +220,7 @@ def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, se
         raise ValueError(
             f"model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint folder"
         )
-    if net.config.vocab_size < vocab_size:
-        raise ValueError(
-            f"the model's vocabulary ({net.config.vocab_size}) is smaller than the tokenizer's ({vocab_size}); "
-            "use the checkpoint's own tokenizer (--tokenizer PATH)"
-        )
+    _check_vocabulary(net.config, vocab_size)
     return net
 
 

@@ -39,7 +39,7 @@ from rdistill.data.sources import DataSource, open_source, resolve_tokenizer
 from rdistill.data.tokenize import encode_document
 from rdistill.environment import capture
 from rdistill.evaluate import Generation, generate_answers, summarise
-from rdistill.flops.ledger import FlopLedger, ModelShape, train_step_flops
+from rdistill.flops.ledger import FlopLedger, ModelShape
 from rdistill.io import JsonlAppender, write_json_atomic, write_text_atomic
 from rdistill.model import KernelPlan, build_student, check_student, resolve_kernels, student_skeleton
 from rdistill.results import (
@@ -51,7 +51,7 @@ from rdistill.results import (
     RunResults,
     TokenStats,
 )
-from rdistill.train import ArmOutcome, StepRecord, train_arm
+from rdistill.train import ArmOutcome, StepRecord, document_cost, train_arm
 
 Documents = list[tuple[np.ndarray, np.ndarray]]
 
@@ -186,11 +186,11 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     source = open_source(cfg.data, seed=cfg.seed)
-    say = message or _Quiet().message
+    say = message or (lambda text: None)
     for text in source.messages:
         say(text)
     tok = resolve_tokenizer(cfg.model, source)
-    check_student(cfg.model.name, len(tok))
+    shape = ModelShape.from_model(student_skeleton(cfg.model.name, len(tok), tokens=_token_ids(tok)))
     if cfg.eval.enabled and not source.held_out:
         raise ValueError(f"no held-out rows to evaluate on in {source.summary.source}; give --eval-data, a larger "
                          "file, or --no-eval")
@@ -212,8 +212,7 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
                 f"{'truncated' if cfg.train.overflow == 'truncate' else 'dropped'} (--overflow {cfg.train.overflow})")
     if cfg.eval.enabled:
         checks.check_gold_answers(source.held_out)
-    checks.check_budget(cfg, ModelShape.from_model(student_skeleton(cfg.model.name, len(tok), tokens=_token_ids(tok))),
-                        specs, pool)
+    checks.check_budget(cfg, shape, specs, pool)
     max_new = cfg.eval.max_new_tokens or (_auto_max_new_tokens(tok, source.held_out) if source.held_out else 1)
     return Prepared(cfg, specs, source, tok, pool, max_new, fingerprint)
 
@@ -348,13 +347,8 @@ class _Progress:
 
 def _mean_doc_costs(shape: ModelShape, pool: Documents, n_examples: int, train: TrainConfig) -> tuple[float, float]:
     """Mean FLOPs (in the budget's count) of one example in IFT and in reasoning format."""
-    cap = train.pack_tokens
-
     def mean_cost(docs: Documents) -> float:
-        return float(np.mean([
-            train_step_flops(shape, [min(len(ids), cap)], int(mask[1:cap].sum())).total(train.ledger_kind)
-            for ids, mask in docs
-        ]))
+        return float(np.mean([document_cost(shape, doc, train.pack_tokens, train.ledger_kind) for doc in docs]))
 
     return mean_cost(pool[:n_examples]), mean_cost(pool[n_examples:])
 

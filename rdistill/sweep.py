@@ -79,6 +79,8 @@ def study_lock(study: Path) -> Iterator[None]:
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break
+    else:  # another sweep took the lock between our takeover and our retry
+        raise SweepLocked(f"another sweep took {path} at the same moment; run this one later")
     try:
         yield
     finally:

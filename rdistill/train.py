@@ -46,6 +46,18 @@ Segments = Callable[[np.random.Generator], Iterator[np.ndarray]]
 TOTALS = ("exact", "executed", "paper", "six_nd")
 
 
+def document_size(doc: Document, capacity: int) -> tuple[int, int]:
+    """(tokens, loss tokens) of one document as a pack of ``capacity`` tokens holds it (cut to fit)."""
+    ids, mask = doc
+    return min(len(ids), capacity), int(mask[1:capacity].sum())
+
+
+def document_cost(shape: ModelShape, doc: Document, capacity: int, kind: str) -> int:
+    """FLOPs (of the ledger's count ``kind``) of training on one document alone."""
+    length, loss_tokens = document_size(doc, capacity)
+    return train_step_flops(shape, [length], loss_tokens).total(kind)
+
+
 def wsd_lr(peak: float, frac: float, cfg: TrainConfig) -> float:
     """Warmup-stable-decay learning rate at ``frac`` in [0, 1] of the run."""
     if cfg.warmup_frac > 0 and frac < cfg.warmup_frac:
@@ -209,10 +221,8 @@ class Trainer:
         """The longest prefix of the step's documents whose FLOPs fit in ``room`` (every count is
         additive over documents), kept in their packs."""
         keep: set[int] = set()
-        c = self.capacity
         for i in (i for p in packs for i in p):
-            ids, mask = self.docs[i][0][:c], self.docs[i][1][:c]
-            cost = train_step_flops(self.shape, [len(ids)], int(mask[1:].sum())).total(self.kind)
+            cost = document_cost(self.shape, self.docs[i], self.capacity, self.kind)
             if cost > room:
                 break
             keep.add(i)

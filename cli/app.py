@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 import typer
+from rich.markup import escape
 
 from rdistill.cli.render import console
 
@@ -19,7 +20,7 @@ app.add_typer(data_app, name="data")
 
 def fail(msg: object) -> NoReturn:
     """Print the error and exit with status 2 (a user error: no traceback)."""
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(str(msg))}")
     raise typer.Exit(2)
 
 

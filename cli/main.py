@@ -24,7 +24,7 @@ from rdistill.cli.options import (
     command,
     overrides,
 )
-from rdistill.cli.render import ProgressHooks, console, summary_tables, table_console
+from rdistill.cli.render import SweepHooks, console, run_hooks, summary_tables, table_console
 from rdistill.config import RunConfig, SweepConfig, merge, read_config_file
 from rdistill.typed import from_dict
 
@@ -52,7 +52,22 @@ def build_run_config(config_file: Path | None, given: dict[str, Any]) -> RunConf
         raise ValueError(f"{source}{e}") from e
 
 
-def _train(config: Path | None, overwrite: bool, **given: Any) -> None:
+RESUMABLE_WITH = ("threads", "log_every", "log")
+"""Options that may be given beside --resume (they change how the run reports, not what it computes)."""
+
+
+def _resume_config(folder: Path, config: Path | None, overwrite: bool, given: dict[str, Any]) -> RunConfig:
+    from rdistill.run import resume_config
+
+    extra = sorted(k for k, v in given.items() if v is not None and k not in RESUMABLE_WITH)
+    if config is not None or overwrite or extra:
+        named = ["--config"] * (config is not None) + ["--overwrite"] * overwrite + [f"--{k.replace('_', '-')}" for k in extra]
+        fail(f"--resume continues the run with its own config.json; drop {', '.join(named)}")
+    cfg = resume_config(folder)
+    return replace(cfg, **{k: given[k] for k in RESUMABLE_WITH if given.get(k) is not None})
+
+
+def _train(config: Path | None, overwrite: bool, resume: Path | None, **given: Any) -> None:
     """Train every arm to the same FLOP budget (or sample count), evaluate, and write a run folder."""
     from rdistill.data.curriculum import parse_arms
     from rdistill.run import clear_run_folder, prepare, run
@@ -60,7 +75,10 @@ def _train(config: Path | None, overwrite: bool, **given: Any) -> None:
 
     quiet_libraries()
     try:
-        cfg = build_run_config(config, overrides(TRAIN_OPTIONS, given))
+        if resume is not None:
+            cfg = _resume_config(resume, config, overwrite, given)
+        else:
+            cfg = build_run_config(config, overrides(TRAIN_OPTIONS, given))
         parse_arms(cfg.arms)
     except ValueError as e:
         fail(e)
@@ -68,21 +86,23 @@ def _train(config: Path | None, overwrite: bool, **given: Any) -> None:
     cfg = replace(cfg, out=str(out))
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file, not a folder; choose another --out")
-    occupied = out.exists() and any(out.iterdir())
+    occupied = out.exists() and any(out.iterdir()) and resume is None
     if occupied and not overwrite:
-        fail(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+        fail(f"{out} exists and is not empty; choose another --out, pass --overwrite, or --resume {out}")
     try:
+        hooks = run_hooks(cfg)  # --log tensorboard without tensorboard installed fails here
         prepared = prepare(cfg, console.print)  # everything checked before the folder is touched
         if occupied:
             clear_run_folder(out)
     except (ValueError, FileNotFoundError) as e:
         fail(e)
-    console.print(f"run folder: [bold]{out}[/]")
+    console.print(f"run folder: [bold]{out}[/]" + (" (resumed)" if resume is not None else ""))
     try:
-        with ProgressHooks() as hooks:
-            results = run(prepared, hooks)
+        with hooks:
+            results = run(prepared, hooks, resume=resume is not None)
     except KeyboardInterrupt as e:
-        console.print(f"[yellow]interrupted[/]: finished arms are kept in {out}/results.json")
+        console.print(f"[yellow]interrupted[/]: finished arms are kept in {out}/results.json; "
+                      f"go on with: rdistill train --resume {out}")
         raise typer.Exit(143 if isinstance(e, Terminated) else 130)
     except NonFiniteLoss as e:
         fail(f"{e} (run folder {out})")
@@ -102,7 +122,13 @@ OVERWRITE = inspect.Parameter(
 TRAIN_CONFIG = _config_param(
     "Start from a YAML or JSON run config (the keys of a run folder's config.json); flags given here override "
     "it. `--config runs/X/config.json --out runs/Y` reruns run X exactly.")
-command(app, "train", _train, TRAIN_OPTIONS, extra=[TRAIN_CONFIG, OVERWRITE])
+RESUME = inspect.Parameter(
+    "resume", inspect.Parameter.KEYWORD_ONLY, default=None,
+    annotation=Annotated[Optional[Path], typer.Option(
+        help="Continue the interrupted run in this folder with its own config: finished arms are kept, the "
+             "interrupted one goes on from its last checkpoint (see --save-every), then the rest.")],
+)
+command(app, "train", _train, TRAIN_OPTIONS, extra=[TRAIN_CONFIG, OVERWRITE, RESUME])
 
 
 def _sweep(out: Path, config: Path | None, **given: Any) -> None:
@@ -120,6 +146,7 @@ def _sweep(out: Path, config: Path | None, **given: Any) -> None:
         base = build_run_config(config, run_given)
         cfg = from_dict(SweepConfig, {**grid, "base": base.to_dict()})
         make_grid(cfg.models, cfg.arms, cfg.budgets)  # checks the arms before the study folder is touched
+        hooks_for = SweepHooks(cfg, out)  # --log tensorboard without tensorboard installed fails here
     except ValueError as e:
         fail(e)
 
@@ -129,7 +156,8 @@ def _sweep(out: Path, config: Path | None, **given: Any) -> None:
         console.print(f"[{color}]{status}[/] {label}")
 
     try:
-        manifest = run_sweep(cfg, out, on_point=on_point)
+        with hooks_for:
+            manifest = run_sweep(cfg, out, hooks_for=hooks_for, on_point=on_point)
     except SweepLocked as e:
         fail(e)
     except KeyboardInterrupt as e:
@@ -174,9 +202,9 @@ def report(
 
 @app.command()
 def models() -> None:
-    """List the student presets."""
+    """List the student presets and the default learning rates."""
     from rdistill.data.sources import builtin_tokenizer
-    from rdistill.model import PRESETS, build_student, count_parameters
+    from rdistill.model import PAPER_LR, PRESET_LR, PRESETS, build_student, count_parameters
 
     vocab = len(builtin_tokenizer())
     table = Table(title=f"student presets (built-in vocabulary of {vocab})")
@@ -187,6 +215,13 @@ def models() -> None:
         table.add_row(name, str(p.num_hidden_layers), str(p.hidden_size), f"{p.num_attention_heads}/{p.num_key_value_heads}",
                       str(p.intermediate_size), f"{n:,}", p.description)
     table_console().print(table)
+    lrs = Table(title="default peak learning rates of a checkpoint (the paper's, by nearest size; --lr overrides)")
+    for col in ("parameters", "reasoning (and arms >= 50% reasoning)", "ift (and the others)"):
+        lrs.add_column(col)
+    for size, reasoning, ift in PAPER_LR:
+        lrs.add_row(f"{size / 1e9:g}B", f"{reasoning:g}", f"{ift:g}")
+    table_console().print(lrs)
+    console.print(f"A preset trained from scratch: {PRESET_LR:g}.")
 
 
 def _terminate(signum, frame) -> None:

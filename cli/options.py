@@ -82,10 +82,18 @@ SHARED_OPTIONS: tuple[Option, ...] = (
     _opt("data.eval_size"),
     _opt("data.max_unknown_share"),
     _opt("data.max_field_chars"),
+    _opt("data.split"),
+    _opt("data.eval_split"),
+    _opt("data.system_prompt"),
+    _opt("model.dtype"),
+    _opt("train.recompute"),
+    _opt("train.save_every"),
     _opt("eval.max_new_tokens"),
     _opt("eval.enabled", "--eval/--no-eval"),
     _opt("seed"),
     _opt("threads"),
+    _opt("log_every"),
+    _opt("log"),
 )
 SWEEP_ONLY_OPTIONS: tuple[Option, ...] = (
     _opt("budgets", root=SweepConfig),

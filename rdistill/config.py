@@ -26,9 +26,17 @@ from rdistill.typed import SchemaError, from_dict, to_dict
 BudgetKind = Literal["exact", "paper", "6nd"]
 PackMode = Literal["bf", "bfd", "ordered"]
 Overflow = Literal["error", "truncate", "drop"]
+Dtype = Literal["auto", "bf16", "fp16", "fp32"]
+Recompute = Literal["none", "full", "selective"]
+LogSink = Literal["none", "tensorboard"]
 
 LEDGER_KINDS = {"exact": "exact", "paper": "paper", "6nd": "six_nd"}
 """Budget kind (as the user names it) -> the FLOP ledger's name of that count."""
+
+
+PRESENTATION = ("out", "log_every", "log")
+"""RunConfig fields that change where and how a run reports, never its results (not fingerprinted)."""
+PRESENTATION_TRAIN = ("save_every",)
 
 
 def _check_choices(obj: Any) -> None:
@@ -46,9 +54,9 @@ class DataConfig:
     """Where the paired (prompt, ift, reasoning) examples come from, and which are held out."""
 
     path: str | None = None
-    """Paired data (jsonl, json, parquet or a saved HF dataset folder) with columns prompt, ift, reasoning. Default: the built-in synthetic teacher."""
+    """Paired data with columns prompt, ift, reasoning: jsonl, json, parquet, a datasets folder (save_to_disk or data files), or a Hub dataset id org/name (from the local datasets cache, offline). Default: the built-in synthetic teacher."""
     eval_path: str | None = None
-    """Held-out paired data. Default with --data: a held-out slice of it (--eval-size rows, at most 10%)."""
+    """Held-out paired data (--eval-split picks its split). Default with --data: its --eval-split, else a held-out slice of it (--eval-size rows, at most 10%)."""
     columns: dict[str, str] | None = None
     """Column mapping, e.g. 'prompt=question,ift=short,reasoning=long'."""
     skip_bad_rows: bool = False
@@ -63,6 +71,12 @@ class DataConfig:
     """Stop when more than this share of the tokens is unknown to the tokenizer (<unk>); 1 accepts any."""
     max_field_chars: int = 1_000_000
     """Longest prompt or answer accepted, in characters; a longer one is a bad row (bounds memory)."""
+    split: str | None = None
+    """Split of --data to train on when it holds several (a Hub dataset, a DatasetDict folder). Default: train."""
+    eval_split: str | None = None
+    """Split of --data (or of --eval-data) to evaluate on. Default: a held-out slice of the training split."""
+    system_prompt: str | None = None
+    """System prompt given to the student's chat template ('' removes the template's default one). Default: the template's own."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_unknown_share <= 1:
@@ -85,6 +99,11 @@ class ModelConfig:
     """Student preset (tiny, small, base; see `rdistill models`) or a local Hugging Face checkpoint folder."""
     tokenizer: str | None = None
     """Local Hugging Face tokenizer folder. Default: the checkpoint's own, else the built-in one (for the synthetic data)."""
+    dtype: Dtype = "auto"
+    """Weights and activations: bf16/fp16 keep fp32 master weights and optimizer state (fp16 with a loss scaler). auto: bf16 for a checkpoint (fp16 on a GPU without bf16), fp32 for a preset on CPU, bf16 for a preset on a GPU."""
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
 
 
 @dataclass(frozen=True)
@@ -97,8 +116,8 @@ class TrainConfig:
     """Which count the budget is compared with: exact (what the kernels do usefully), paper (its formula) or 6nd."""
     samples: int | None = None
     """The paper's mode instead of --budget: this many samples per arm, one epoch, FLOPs reported."""
-    lr: float = 3e-3
-    """Peak learning rate of every arm (a student trained from scratch wants ~1e-3; a pretrained one the paper's 1e-5)."""
+    lr: float | None = None
+    """Peak learning rate of every arm. Default: 3e-3 for a preset trained from scratch; for a checkpoint the paper's value for its size and the arm's format (see `rdistill models`)."""
     lr_ift: float | None = None
     """Peak learning rate of the ift arm (default --lr)."""
     lr_reasoning: float | None = None
@@ -123,6 +142,10 @@ class TrainConfig:
     """Packed rows per optimizer step (gradient accumulation)."""
     overflow: Overflow = "error"
     """Documents longer than --pack-tokens: error, truncate or drop."""
+    recompute: Recompute = "none"
+    """Activation checkpointing of decoder layers: none, full (each layer's forward runs again in backward) or selective (only each layer's MLP)."""
+    save_every: float = 0.1
+    """Checkpoint each arm every N steps (N >= 1) or every fraction of its budget (0 < N < 1), for --resume; 0: never."""
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -134,6 +157,8 @@ class TrainConfig:
             raise ValueError(f"--samples must be at least 1, got {self.samples}")
         if self.pack_tokens is not None and self.pack_tokens < 1 or self.packs_per_step < 1:
             raise ValueError("--pack-tokens and --packs-per-step must be positive")
+        if self.save_every < 0 or (self.save_every >= 1 and self.save_every != int(self.save_every)):
+            raise ValueError(f"--save-every must be a whole number of steps, a fraction in (0, 1), or 0, got {self.save_every}")
         for flag, lr in (("--lr", self.lr), ("--lr-ift", self.lr_ift), ("--lr-reasoning", self.lr_reasoning)):
             if lr is not None and not (lr > 0 and math.isfinite(lr)):
                 raise ValueError(f"{flag} must be a positive learning rate, got {lr}")
@@ -147,8 +172,9 @@ class TrainConfig:
         """The FLOP ledger's name of the count the budget is compared with."""
         return LEDGER_KINDS[self.budget_kind]
 
-    def lr_for(self, arm: str) -> float:
-        """Peak learning rate of ``arm``: --lr-ift / --lr-reasoning for those two arms, else --lr."""
+    def lr_for(self, arm: str) -> float | None:
+        """Peak learning rate of ``arm`` as configured: --lr-ift / --lr-reasoning for those two arms, else
+        --lr; None when not given (the run picks a default for the student, see rdistill.model.default_lr)."""
         specific = {"ift": self.lr_ift, "reasoning": self.lr_reasoning}.get(arm)
         return self.lr if specific is None else specific
 
@@ -185,11 +211,18 @@ class RunConfig:
     """Seed for data, initialisation and order; the same seed gives the same results."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
+    log_every: int = 50
+    """When stdout is not a terminal, print a plain progress line every N optimizer steps (0: never)."""
+    log: LogSink = "none"
+    """Also log every step's scalars to: none, or tensorboard (OUT/tensorboard; needs the tensorboard package)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        _check_choices(self)
+        if self.log_every < 0:
+            raise ValueError(f"--log-every must be 0 or more, got {self.log_every}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {self.threads}")
         if self.eval.enabled and self.data.eval_path is None and self.data.eval_size < 1:
@@ -199,9 +232,10 @@ class RunConfig:
         return to_dict(self)
 
     def fingerprint(self) -> str:
-        """A hash of every setting that can change the run's results (all but ``out``): two runs with
-        the same fingerprint are the same run."""
-        settings = {k: v for k, v in self.to_dict().items() if k != "out"}
+        """A hash of every setting that can change the run's results (all but where and how it logs
+        and checkpoints): two runs with the same fingerprint are the same run."""
+        settings = {k: v for k, v in self.to_dict().items() if k not in PRESENTATION}
+        settings["train"] = {k: v for k, v in settings["train"].items() if k not in PRESENTATION_TRAIN}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod

@@ -50,7 +50,7 @@ def find_gold_answer(ex: PairedExample) -> str | None:
 def gold_answer(ex: PairedExample) -> str:
     boxed = find_gold_answer(ex)
     if boxed is None:
-        raise ValueError(f"held-out example has no 'answer' and its ift has no \\boxed{{}}: {ex.prompt[:80]!r}")
+        raise ValueError(f"held-out example has no 'answer' and its ift has no \\boxed{{}}: {ex.messages[-1].content[:80]!r}")
     return boxed
 
 
@@ -84,19 +84,21 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int = 64,
     on_batch: Callable[[int], None] | None = None,
+    system_prompt: str | None = None,
 ) -> list[Generation]:
-    """Greedy outputs for ``examples`` (batched, left-padded, KV cache, sdpa attention)."""
+    """Greedy outputs for ``examples`` (batched, left-padded, KV cache, sdpa attention); ``system_prompt``
+    as in rdistill.data.tokenize.prompt_text (training used the same)."""
     previous = net.config._attn_implementation
     net.set_attn_implementation("sdpa")
     net.eval()
     shape = ModelShape.from_model(net)
     device = next(net.parameters()).device
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt))
+    order = sorted(range(len(examples)), key=lambda i: sum(len(m.content) for m in examples[i].messages))
     results: dict[int, Generation] = {}
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            texts = [prompt_text(tok, examples[i].prompt) for i in idx]
+            texts = [prompt_text(tok, examples[i].prompt, system_prompt) for i in idx]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             gen = net.generate(
                 **enc,

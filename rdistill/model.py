@@ -16,6 +16,7 @@ FLOP ledger counts, so what runs and what is counted cannot disagree.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,6 +63,33 @@ QWEN25_SHAPES: dict[str, dict] = {
 }
 
 
+PRESET_LR = 3e-3
+"""Peak learning rate of a preset trained from scratch."""
+
+PAPER_LR: tuple[tuple[float, float, float], ...] = (
+    # (parameters, reasoning peak LR, IFT peak LR): PAPER.md's per-size values for Qwen2.5 students
+    (0.5e9, 2e-5, 1e-5),
+    (1.5e9, 1e-5, 7e-6),
+    (3e9, 7e-6, 5e-6),
+    (7e9, 5e-6, 3e-6),
+    (14e9, 3e-6, 1e-6),
+)
+
+
+def default_lr(model: str, params: int, reasoning_share: float) -> float:
+    """The peak learning rate an arm trains at when none is given.
+
+    A preset (trained from scratch) gets ``PRESET_LR``. A checkpoint gets the paper's value for the
+    size nearest its parameter count on a log scale (anything under 0.5B takes the 0.5B values): the
+    reasoning value for arms that are at least half reasoning (reasoning, seq50, mix75, ...), the IFT
+    value for the others (ift, seq25, ...).
+    """
+    if model in PRESETS:
+        return PRESET_LR
+    size, reasoning, ift = min(PAPER_LR, key=lambda row: abs(math.log(max(params, 1) / row[0])))
+    return reasoning if reasoning_share >= 0.5 else ift
+
+
 def shape_config(name: str) -> PretrainedConfig:
     """The transformers config of one of the paper's student shapes (``QWEN25_SHAPES``)."""
     if name not in QWEN25_SHAPES:
@@ -97,12 +125,17 @@ class KernelPlan:
     """fused_linear_cross_entropy's impl: "torch" or "triton"."""
     dtype: torch.dtype
     """Activation dtype (sets the Triton attention's tiles, hence its executed FLOPs)."""
+    recompute: str = "none"
+    """Activation checkpointing ("none", "full", "selective"; see ``apply_recompute``): its second
+    forward is executed, never useful, FLOPs."""
 
 
 def resolve_kernels(
-    net: PreTrainedModel, device: torch.device | str, *, attention: str = "auto", loss: str = "auto"
+    net: PreTrainedModel, device: torch.device | str, *, attention: str = "auto", loss: str = "auto",
+    recompute: str = "none",
 ) -> KernelPlan:
-    """The kernel implementations ``net`` runs on ``device`` ("auto": the kernels' own choice, once)."""
+    """The kernel implementations ``net`` runs on ``device`` ("auto": the kernels' own choice, once), and
+    the recomputation ``apply_recompute`` installed on it."""
     dtype = next(net.parameters()).dtype
     config = net.config.get_text_config()
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -110,7 +143,69 @@ def resolve_kernels(
         attention=resolve_attention_impl(attention, device, head_dim=head_dim, dtype=dtype),
         loss=resolve_ce_impl(loss, device, head_dim=head_dim, dtype=dtype),
         dtype=dtype,
+        recompute=recompute,
     )
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_dtype(dtype: str, model: str, device: torch.device | str) -> torch.dtype:
+    """The student's weight and activation dtype for ``--dtype`` (ModelConfig.dtype).
+
+    "auto": a checkpoint trains in bf16 (fp16 on a GPU without bf16); a preset trained from scratch in
+    fp32 on a CPU (where bf16 matmuls are slower and the tiny presets gain nothing) and in bf16 on a GPU.
+    """
+    if dtype != "auto":
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    on_cuda = torch.device(device).type == "cuda"
+    low = torch.bfloat16 if not on_cuda or torch.cuda.is_bf16_supported() else torch.float16
+    if model in PRESETS:
+        return low if on_cuda else torch.float32
+    return low
+
+
+RECOMPUTE = ("none", "full", "selective")
+
+
+def _checkpointed(forward):
+    """``forward`` run under non-reentrant activation checkpointing while gradients are recorded."""
+    from torch.utils.checkpoint import checkpoint
+
+    def run(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    return run
+
+
+def decoder_layers(net: PreTrainedModel) -> list[torch.nn.Module]:
+    """The decoder layers of ``net`` (``net.model.layers``)."""
+    layers = getattr(getattr(net, "model", None), "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(net).__name__} has no model.layers: rdistill cannot checkpoint its activations")
+    return list(layers)
+
+
+def apply_recompute(net: PreTrainedModel, mode: str) -> None:
+    """Activation checkpointing of ``net``'s decoder layers (``--recompute``), in place.
+
+    "full": each decoder layer keeps only its input; backward runs the layer's forward again (memory
+    for activations falls from every layer's to the layers' inputs plus one layer's). "selective":
+    only each layer's MLP is recomputed: its three d_ff-wide intermediates are most of a layer's
+    activations, and recomputing them costs the MLP's forward only. "none": nothing. The extra forward
+    is executed work, counted by the ledger (``train_step_flops(recompute=...)``) as such.
+    """
+    if mode not in RECOMPUTE:
+        raise ValueError(f"unknown recompute mode {mode!r}; choose one of {', '.join(RECOMPUTE)}")
+    if mode == "none":
+        return
+    for layer in decoder_layers(net):
+        target = layer if mode == "full" else layer.mlp
+        target.forward = _checkpointed(type(target).forward.__get__(target))
 
 
 def _varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -201,8 +296,12 @@ def student_skeleton(model: str, vocab_size: int, *, tokens: dict | None = None)
     return _meta_model(config)
 
 
-def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, seed: int = 0) -> PreTrainedModel:
-    """A fresh student from a preset name, or a local checkpoint (config + weights) from a folder."""
+def build_student(
+    model: str, vocab_size: int, *, tokens: dict | None = None, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> PreTrainedModel:
+    """A fresh student from a preset name, or a local checkpoint (config + weights) from a folder, in
+    ``dtype``. A preset is initialised in fp32 and then cast (the same initial weights, rounded, in every
+    dtype); a checkpoint's weights are read straight into ``dtype``."""
     register_attention()
     torch.manual_seed(seed)
     path = Path(model)
@@ -213,7 +312,7 @@ def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, se
             raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
         has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
         if has_weights:
-            net = AutoModelForCausalLM.from_pretrained(path, attn_implementation=ATTN_IMPL, dtype=torch.float32)
+            net = AutoModelForCausalLM.from_pretrained(path, attn_implementation=ATTN_IMPL, dtype=dtype)
         else:
             net = student_from_config(AutoConfig.from_pretrained(path))
     else:
@@ -221,6 +320,8 @@ def build_student(model: str, vocab_size: int, *, tokens: dict | None = None, se
             f"model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint folder"
         )
     _check_vocabulary(net.config, vocab_size)
+    for p in net.parameters():  # parameters only: buffers (rotary frequencies) stay fp32, as from_pretrained keeps them
+        p.data = p.data.to(dtype)
     return net
 
 

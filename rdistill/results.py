@@ -112,6 +112,7 @@ class ArmResult:
     steps: int | None = None
     samples: int | None = None
     epochs: float | None = None
+    """Samples trained on / training examples (an example is trained on in the arm's format)."""
     train_seconds: float | None = None
     final_loss: float | None = None
     stopped_by: Literal["budget", "samples", "data"] | None = None
@@ -121,6 +122,13 @@ class ArmResult:
     hfu: float | None = None
     budget_used: float | None = None
     """Fraction of the FLOP budget spent, in the budget's own count."""
+    dtype: str | None = None
+    """The student's weight and activation dtype (fp32 master weights and optimizer state under bf16/fp16)."""
+    recompute: str | None = None
+    peak_memory: int | None = None
+    """The largest training step's peak memory, bytes (CUDA max allocated, or peak resident set on CPU)."""
+    resumed_from_step: int | None = None
+    """Set when the arm was resumed from a checkpoint: the step it went on from."""
     eval: EvalResult | None = None
 
 

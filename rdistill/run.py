@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from rdistill import checks
+from rdistill import checkpoint, checks
 from rdistill.config import RunConfig, TrainConfig
 from rdistill.data import curriculum
 from rdistill.data.loading import write_pairs
@@ -41,7 +41,16 @@ from rdistill.environment import capture
 from rdistill.evaluate import Generation, generate_answers, summarise
 from rdistill.flops.ledger import FlopLedger, ModelShape
 from rdistill.io import JsonlAppender, write_json_atomic, write_text_atomic
-from rdistill.model import KernelPlan, build_student, check_student, resolve_kernels, student_skeleton
+from rdistill.model import (
+    KernelPlan,
+    apply_recompute,
+    build_student,
+    check_student,
+    default_lr,
+    resolve_dtype,
+    resolve_kernels,
+    student_skeleton,
+)
 from rdistill.results import (
     HEARTBEAT_SECONDS,
     TIME_FORMAT,
@@ -51,7 +60,7 @@ from rdistill.results import (
     RunResults,
     TokenStats,
 )
-from rdistill.train import ArmOutcome, StepRecord, document_cost, train_arm
+from rdistill.train import ArmOutcome, Checkpointing, StepRecord, document_cost, train_arm
 
 Documents = list[tuple[np.ndarray, np.ndarray]]
 
@@ -74,10 +83,10 @@ class _Quiet:
     def message(self, text): ...
 
 
-def _encode(tok, examples: list[PairedExample], field_name: str) -> Documents:
+def _encode(tok, examples: list[PairedExample], field_name: str, system_prompt: str | None = None) -> Documents:
     docs = []
     for ex in examples:
-        ids, mask = encode_document(tok, ex.prompt, getattr(ex, field_name))
+        ids, mask = encode_document(tok, ex.prompt, getattr(ex, field_name), system_prompt)
         docs.append((np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=bool)))
     return docs
 
@@ -99,9 +108,14 @@ def _arm_result(cfg: RunConfig, spec: curriculum.ArmSpec, shape: ModelShape) -> 
         budget_flops=cfg.train.budget_flops,
         budget_kind=cfg.train.budget_kind,
         samples_requested=cfg.train.samples,
-        lr=cfg.train.lr_for(spec.name),
+        lr=arm_lr(cfg, spec, shape),
         flops=FlopTotals(),
     )
+
+
+def arm_lr(cfg: RunConfig, spec: curriculum.ArmSpec, shape: ModelShape) -> float:
+    """The peak learning rate ``spec`` trains at: as configured, else the student's default."""
+    return cfg.train.lr_for(spec.name) or default_lr(cfg.model.name, shape.params_total, spec.share)
 
 
 def _record_ledger(record: ArmResult, ledger: FlopLedger | None) -> None:
@@ -112,13 +126,15 @@ def _record_ledger(record: ArmResult, ledger: FlopLedger | None) -> None:
         )
 
 
-def _record_outcome(record: ArmResult, outcome: ArmOutcome, train: TrainConfig) -> None:
+def _record_outcome(record: ArmResult, outcome: ArmOutcome, train: TrainConfig, n_examples: int) -> None:
     _record_ledger(record, outcome.ledger)
     record.train_tokens, record.loss_tokens = outcome.train_tokens, outcome.loss_tokens
-    record.steps, record.samples, record.epochs = outcome.steps, outcome.samples, outcome.epochs
+    # passes over the training examples (each seen in one format or the other: the pool holds both)
+    record.steps, record.samples, record.epochs = outcome.steps, outcome.samples, outcome.samples / n_examples
     record.train_seconds, record.final_loss, record.stopped_by = outcome.seconds, outcome.final_loss, outcome.stopped_by
     record.step_seconds, record.peak_flops = outcome.step_seconds, outcome.peak_flops
     record.mfu, record.hfu = outcome.mfu, outcome.hfu
+    record.peak_memory = outcome.peak_memory
     if train.budget_flops is not None:
         record.budget_used = outcome.ledger.total(train.ledger_kind) / train.budget_flops
 
@@ -133,7 +149,7 @@ def _stopped(results: RunResults, record: ArmResult, status: str, exc: BaseExcep
     results.write(path)
 
 
-RUN_ENTRIES = ("config.json", "results.json", "data")
+RUN_ENTRIES = ("config.json", "results.json", "data", "tensorboard")
 """What a run writes at the top of its folder, besides one folder per arm."""
 
 
@@ -195,7 +211,8 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
         raise ValueError(f"no held-out rows to evaluate on in {source.summary.source}; give --eval-data, a larger "
                          "file, or --no-eval")
     n = len(source.train)
-    pool = _encode(tok, source.train, "ift") + _encode(tok, source.train, "reasoning")  # see rdistill.data.curriculum
+    system = cfg.data.system_prompt
+    pool = _encode(tok, source.train, "ift", system) + _encode(tok, source.train, "reasoning", system)  # see data.curriculum
     stats = {"ift": _length_stats(pool[:n]), "reasoning": _length_stats(pool[n:])}
     source.summary.tokens = stats
     source.summary.reasoning_over_ift_answer_tokens = stats["reasoning"].mean_answer / stats["ift"].mean_answer
@@ -217,24 +234,55 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     return Prepared(cfg, specs, source, tok, pool, max_new, fingerprint)
 
 
-def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None) -> RunResults:
+def resume_config(folder: str | Path) -> RunConfig:
+    """The config of the run in ``folder``, to resume it; ValueError saying why it cannot be resumed."""
+    out = Path(folder)
+    try:
+        cfg = RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{out} is not an rdistill run folder (no readable config.json: {e}); nothing to resume") from e
+    if cfg.out is None or Path(cfg.out).resolve() != out.resolve():
+        cfg = replace(cfg, out=str(out))
+    results = out / "results.json"
+    if results.is_file():
+        status = RunResults.read(results).live_status()
+        if status == "running":
+            raise ValueError(f"{out} is being written by a live run (results.json says running and its process is "
+                             "alive); let it finish, or stop it first")
+        if status == "complete":
+            raise ValueError(f"{out} is complete: nothing to resume")
+    return cfg
+
+
+def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: bool = False) -> RunResults:
     """Train and evaluate every arm; returns (and writes) results.json's content. ``cfg`` may be the
-    result of ``prepare`` (whose checks then are not repeated)."""
+    result of ``prepare`` (whose checks then are not repeated).
+
+    ``resume``: ``cfg.out`` holds an interrupted run of this config (``resume_config`` reads it): arms it
+    completed are kept as they are, the arm it was training goes on from its latest checkpoint (or starts
+    again without one), and the remaining arms follow."""
     hooks = hooks or _Quiet()
     prep = cfg if isinstance(cfg, Prepared) else prepare(cfg, hooks.message)
     cfg, source = prep.cfg, prep.source
     out = Path(cfg.out)
+    previous = _previous_results(out) if resume else None
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())
     write_pairs(out / "data" / "eval.jsonl", source.held_out)
     results = RunResults(config=cfg, data=source.summary, environment=capture(),
-                         started=time.strftime(TIME_FORMAT), fingerprint=prep.fingerprint)
+                         started=previous.started if previous else time.strftime(TIME_FORMAT),
+                         fingerprint=previous.fingerprint if previous else prep.fingerprint)
+    done = {a.name: a for a in previous.arms if a.status == "complete"} if previous else {}
     results.beat()
     results.write(out / "results.json")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    arm_run = _ArmRunner(prep, results, out, hooks, device)
+    arm_run = _ArmRunner(prep, results, out, hooks, device, resume=resume)
     try:
         for spec in prep.specs:
+            if spec.name in done:
+                hooks.message(f"{spec.name}: complete in {out}, kept")
+                results.arms.append(done[spec.name])
+                continue
             arm_run(spec)
     except BaseException as exc:
         if results.status == "running":  # failed outside an arm's training (saving, evaluating)
@@ -247,19 +295,61 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None) -> RunResults:
     return results
 
 
+def _previous_results(out: Path) -> RunResults | None:
+    """The results.json of an interrupted run in ``out`` (None when it wrote none)."""
+    path = out / "results.json"
+    return RunResults.read(path) if path.is_file() else None
+
+
+def _keep_lines(path: Path, n: int) -> None:
+    """Keep the first ``n`` complete lines of ``path`` (a metrics log cut back to its checkpoint)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    complete = [line for line in lines if line.endswith("\n")]
+    if len(complete) < n:
+        raise ValueError(f"{path} has {len(complete)} complete lines, fewer than the checkpoint's {n} steps; "
+                         "the run folder was changed since it was interrupted")
+    write_text_atomic(path, "".join(complete[:n]))
+
+
 class _ArmRunner:
     """Trains, saves and evaluates one arm after another into the run folder."""
 
-    def __init__(self, prep: Prepared, results: RunResults, out: Path, hooks: RunHooks, device: str) -> None:
+    def __init__(self, prep: Prepared, results: RunResults, out: Path, hooks: RunHooks, device: str,
+                 *, resume: bool = False) -> None:
         self.prep, self.results, self.out, self.hooks, self.device = prep, results, out, hooks, device
+        self.resume = resume
         self.costs: tuple[float, float] | None = None
         self.kernels: KernelPlan | None = None
+        self.dtype = resolve_dtype(prep.cfg.model.dtype, prep.cfg.model.name, device)
+
+    def _student(self):
+        cfg = self.prep.cfg
+        net = build_student(cfg.model.name, len(self.prep.tok), tokens=_token_ids(self.prep.tok), seed=cfg.seed,
+                            dtype=self.dtype).to(self.device)
+        apply_recompute(net, cfg.train.recompute)
+        # once per run: every arm's student is alike
+        self.kernels = self.kernels or resolve_kernels(net, self.device, recompute=cfg.train.recompute)
+        return net
+
+    def _checkpoints(self, arm_dir: Path) -> tuple[Checkpointing | None, dict | None]:
+        """The arm's checkpointing, and the state of the checkpoint it resumes from (None: it starts)."""
+        root = arm_dir / "checkpoint"
+        state = None
+        if self.resume and (path := checkpoint.latest(root)) is not None:
+            state = checkpoint.load_state(path)
+        elif root.exists():
+            shutil.rmtree(root)  # a stale checkpoint of a run this one replaces
+        every = self.prep.cfg.train.save_every
+        if not every and state is None:
+            return None, None
+        return Checkpointing(root, every, resume=state is not None), state
 
     def __call__(self, spec: curriculum.ArmSpec) -> None:
         prep, cfg, hooks, arm = self.prep, self.prep.cfg, self.hooks, spec.name
         n_examples = len(prep.source.train)
-        net = build_student(cfg.model.name, len(prep.tok), tokens=_token_ids(prep.tok), seed=cfg.seed).to(self.device)
-        self.kernels = self.kernels or resolve_kernels(net, self.device)  # once per run: every arm's student is alike
+        net = self._student()
         shape = ModelShape.from_model(net)
         planned = None
         if spec.schedule == "sequential" and cfg.train.budget_flops is not None:
@@ -269,10 +359,18 @@ class _ArmRunner:
         record = _arm_result(cfg, spec, shape)
         unit = "FLOPs" if cfg.train.budget_flops is not None else "samples"
         hooks.arm_started(arm, cfg.train.budget_flops or cfg.train.samples, unit)
+        record.dtype, record.recompute = str(self.dtype).removeprefix("torch."), cfg.train.recompute
         arm_dir = self.out / arm
         arm_dir.mkdir(exist_ok=True)
-        (arm_dir / "metrics.jsonl").unlink(missing_ok=True)
+        checkpoints, resumed = self._checkpoints(arm_dir)
         progress = _Progress()
+        if resumed is None:
+            (arm_dir / "metrics.jsonl").unlink(missing_ok=True)
+        else:
+            _keep_lines(arm_dir / "metrics.jsonl", resumed["step"])
+            progress.samples = resumed["counters"]["samples"]
+            record.resumed_from_step = resumed["step"]
+            hooks.message(f"{arm}: resuming from its checkpoint at step {resumed['step']:,}")
         with JsonlAppender(arm_dir / "metrics.jsonl") as metrics:
 
             def on_step(rec: StepRecord, ledger: FlopLedger) -> None:
@@ -285,18 +383,18 @@ class _ArmRunner:
 
             try:
                 outcome = train_arm(
-                    net, prep.pool, cfg.train, lr=cfg.train.lr_for(arm), seed=cfg.seed, kernels=self.kernels,
+                    net, prep.pool, cfg.train, lr=record.lr, seed=cfg.seed, kernels=self.kernels,
                     segments=partial(
                         curriculum.segments, spec, n_examples, samples=cfg.train.samples, planned_samples=planned
                     ),
-                    on_step=on_step, device=self.device,
+                    on_step=on_step, device=self.device, checkpoints=checkpoints,
                 )
             except BaseException as exc:
                 progress.record(record)
                 status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 _stopped(self.results, record, status, exc, self.out / "results.json")
                 raise
-        _record_outcome(record, outcome, cfg.train)
+        _record_outcome(record, outcome, cfg.train, n_examples)
         net.save_pretrained(arm_dir / "model")
         prep.tok.save_pretrained(arm_dir / "model")
         if cfg.eval.enabled:
@@ -305,7 +403,7 @@ class _ArmRunner:
             try:
                 gens = generate_answers(
                     net, prep.tok, held, max_new_tokens=prep.max_new_tokens, batch_size=cfg.eval.batch_size,
-                    on_batch=lambda n: hooks.eval_progress(arm, n),
+                    on_batch=lambda n: hooks.eval_progress(arm, n), system_prompt=cfg.data.system_prompt,
                 )
             except KeyboardInterrupt as exc:
                 _stopped(self.results, record, "interrupted", exc, self.out / "results.json")
@@ -316,6 +414,7 @@ class _ArmRunner:
         self.results.arms.append(record)
         self.results.beat()
         self.results.write(self.out / "results.json")
+        shutil.rmtree(arm_dir / "checkpoint", ignore_errors=True)  # the arm is complete: its model is saved
         hooks.arm_finished(arm, record)
 
 
@@ -361,7 +460,7 @@ def _planned_samples(spec: curriculum.ArmSpec, budget_flops: float, costs: tuple
 
 def _write_generations(path: Path, held: list[PairedExample], gens: list[Generation]) -> None:
     lines = [
-        json.dumps({"prompt": ex.prompt, "family": ex.family, "gold": ex.answer, **asdict(g)})
+        json.dumps({"prompt": ex.to_row()["prompt"], "family": ex.family, "gold": ex.answer, **asdict(g)})
         for ex, g in zip(held, gens)
     ]
     write_text_atomic(path, "\n".join(lines) + "\n")

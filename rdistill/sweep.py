@@ -8,7 +8,9 @@ the study). So every point is resumable on its own:
 
 - a point whose results.json says "complete" for the same settings is skipped (an interrupted sweep
   resumes where it stopped; a rerun with another --lr, --seed or --difficulty runs new points);
-- any other point found on disk (interrupted, failed, crashed, half-written) is cleared and run again;
+- a point that was interrupted or crashed with the same settings after writing a checkpoint goes on
+  from it (rdistill.run's resume: the same result as an uninterrupted point);
+- any other point found on disk (failed, half-written, no checkpoint) is cleared and run again;
 - a point that fails is recorded (error and traceback tail) in ``STUDY/sweep.json`` and the sweep goes
   on with the next; Ctrl-C stops the sweep after recording the point as interrupted.
 
@@ -32,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rdistill import checkpoint
 from rdistill.config import RunConfig, SweepConfig
 from rdistill.data.curriculum import parse_arms
 from rdistill.io import pid_alive, write_json_atomic
@@ -107,6 +110,14 @@ def point_status(folder: Path, fingerprint: str | None = None) -> str | None:
     return results.live_status()
 
 
+def _resumable(folder: Path, fingerprint: str, arm: str) -> bool:
+    """Whether the point in ``folder`` was stopped (interrupted, or crashed) with the same settings after
+    writing a checkpoint, so that it goes on from there rather than starting over."""
+    if point_status(folder, fingerprint) not in ("interrupted", "crashed"):
+        return False
+    return checkpoint.latest(folder / arm / "checkpoint") is not None
+
+
 def point_config(base: RunConfig, point: SweepPoint, study: Path) -> RunConfig:
     """The one-arm run of ``point``: ``base`` with the point's student, arm and budget, in its folder."""
     cfg = replace(
@@ -127,7 +138,8 @@ def run_sweep(
 ) -> dict:
     """Run every point of ``cfg``'s grid that is not yet complete into the folder ``study``.
 
-    ``on_point(point, status, index, total)`` is told "skipped", "started", "complete" or "failed".
+    ``on_point(point, status, index, total)`` is told "skipped", "started", "resumed", "complete" or
+    "failed".
     """
     points = grid(cfg.models, cfg.arms, cfg.budgets)
     study = Path(study)
@@ -156,13 +168,14 @@ def _run_points(
             if on_point:
                 on_point(point, "skipped", i, len(points))
             continue
-        if folder.exists():
+        resume = _resumable(folder, entry["fingerprint"], point.arm)
+        if folder.exists() and not resume:
             shutil.rmtree(folder)
         if on_point:
-            on_point(point, "started", i, len(points))
+            on_point(point, "resumed" if resume else "started", i, len(points))
         t0 = time.perf_counter()
         try:
-            run(run_cfg, hooks_for(point) if hooks_for else None)
+            run(run_cfg, hooks_for(point) if hooks_for else None, resume=resume)
             entry["status"] = "complete"
         except KeyboardInterrupt:
             entry["status"] = "interrupted"

@@ -17,6 +17,15 @@ Loss: the sum of token cross-entropies of all micro-batches of a step divided by
 tokens in the whole step, so neither packing nor gradient accumulation changes it. The loss stays on
 the device during a step and is read once per step (for logging and the finiteness check).
 
+Precision: a bf16 or fp16 student trains with fp32 master weights and optimizer state (and fp16 with
+a loss scale), see rdistill.precision.
+
+Checkpoints (``Checkpointing``): every N steps or every fraction of the budget, and when training ends,
+the model, master weights, optimizer, loss scale, torch RNG, counters and the ledger are written
+(rdistill.checkpoint). The data order is not stored: it is a deterministic function of the seed, so a
+resumed trainer replays the step stream up to the checkpoint's step without training on it, and goes
+on exactly as the uninterrupted run would (bit for bit on the same machine in fp32).
+
 A ``Trainer`` has three parts per step: ``plan`` (the step's packs, its exact cost from the resolved
 ``KernelPlan``, trimmed to the budget), ``run`` (forward and backward per pack, clipping, the optimizer
 step) and ``account`` (the ledger, counters and the step's record).
@@ -29,17 +38,21 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from rdistill import checkpoint
 from rdistill.config import TrainConfig
 from rdistill.data import curriculum
 from rdistill.data.batch import PackedBatch
 from rdistill.data.packing import auto_pack_tokens, pack
 from rdistill.flops.hardware import peak_flops
 from rdistill.flops.ledger import FlopLedger, ModelShape, StepFlops, train_step_flops
+from rdistill.memory import PeakMemory
 from rdistill.model import KernelPlan, packed_loss_sum, resolve_kernels
+from rdistill.precision import Weights
 
 Document = tuple[np.ndarray, np.ndarray]  # (input_ids, loss_mask)
 Segments = Callable[[np.random.Generator], Iterator[np.ndarray]]
@@ -59,9 +72,13 @@ def document_cost(shape: ModelShape, doc: Document, capacity: int, kind: str) ->
 
 
 def wsd_lr(peak: float, frac: float, cfg: TrainConfig) -> float:
-    """Warmup-stable-decay learning rate at ``frac`` in [0, 1] of the run."""
+    """Warmup-stable-decay learning rate at ``frac`` in [0, 1] of the run.
+
+    The trainer passes the fraction reached at the END of the step it is about to take, so the first
+    step of a run trains at peak x (its share of the budget) / warmup_frac, never at ~0, and a run
+    shorter than its warmup still reaches the peak on its last warmup step."""
     if cfg.warmup_frac > 0 and frac < cfg.warmup_frac:
-        return peak * max(frac, 1e-3 * cfg.warmup_frac) / cfg.warmup_frac
+        return peak * frac / cfg.warmup_frac
     decay_start = 1.0 - cfg.decay_frac
     if frac <= decay_start or cfg.decay_frac == 0:
         return peak
@@ -89,9 +106,15 @@ class StepRecord:
     trimmed: bool
     mfu: float | None = None  # exact FLOPs of the step / seconds / device peak
     hfu: float | None = None  # executed FLOPs of the step / seconds / device peak
+    peak_memory: int | None = None  # bytes: CUDA max allocated, or the process's peak resident set on CPU
+    skipped: bool = False  # fp16: a gradient overflowed, the optimizer step was skipped (loss scale halved)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+TIMING_FIELDS = ("seconds", "mfu", "hfu", "peak_memory")
+"""StepRecord fields that measure the machine, not the training (they differ between identical runs)."""
 
 
 @dataclass
@@ -107,6 +130,7 @@ class ArmOutcome:
     stopped_by: str  # "budget" | "samples" | "data"
     step_seconds: float = 0.0  # time in optimizer steps only (no data preparation)
     peak_flops: float | None = None
+    peak_memory: int | None = None  # the largest step's peak memory, bytes
 
     @property
     def mfu(self) -> float | None:
@@ -137,16 +161,33 @@ class StepPlan:
         return sum(len(p) for p in self.packs)
 
 
-def _optimizer(net: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.AdamW:
+def _optimizer(params: list[torch.Tensor], cfg: TrainConfig, lr: float) -> torch.optim.AdamW:
     """AdamW; matrices decay by ``weight_decay``, vectors (norms, biases) never."""
     decay, no_decay = [], []
-    for p in dict.fromkeys(net.parameters()):
+    for p in params:
         (decay if p.ndim >= 2 else no_decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
         betas=cfg.betas,
     )
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often a trainer writes checkpoints, and whether it starts from the latest one."""
+
+    root: Path
+    every: float
+    """N >= 1: every N steps; 0 < N < 1: every time that fraction of the budget (or samples) is spent."""
+    resume: bool = False
+
+    def due(self, steps: int, before: float, after: float) -> bool:
+        """Whether the step that took the run to ``steps`` steps (``before`` -> ``after`` of its budget)
+        ends on a checkpoint."""
+        if self.every >= 1:
+            return steps % int(self.every) == 0
+        return self.every > 0 and math.floor(after / self.every) > math.floor(before / self.every)
 
 
 class Trainer:
@@ -168,6 +209,7 @@ class Trainer:
         kernels: KernelPlan,
         segments: Segments | None = None,
         device: torch.device | str = "cpu",
+        checkpoints: Checkpointing | None = None,
     ) -> None:
         if not docs:
             raise ValueError("no training documents")
@@ -180,19 +222,27 @@ class Trainer:
         self.ledger = FlopLedger()
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        self.opt = _optimizer(net, cfg, lr)
+        self.weights = Weights(net)
+        self.opt = _optimizer(self.weights.trained, cfg, lr)
         self.peak = peak_flops(device, kernels.dtype)
+        self.peak_remeasured = False
+        self.memory = PeakMemory(device)
+        self.checkpoints = checkpoints
         self.steps = self.samples = self.tokens = self.loss_tokens = 0
         self.step_seconds = 0.0
+        self.peak_memory: int | None = None
+        self.final_loss: float | None = None
+        self.stopped_by: str | None = None  # set when training has ended (a checkpoint taken then says so)
 
     def _all_docs(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         return curriculum.segments(curriculum.ArmSpec("all", 0.0, "mixed"), len(self.docs), rng, samples=self.cfg.samples)
 
-    def spent_fraction(self) -> float:
-        """How much of the budget (or of the sample count) is spent."""
+    def spent_fraction(self, plan: StepPlan | None = None) -> float:
+        """How much of the budget (or of the sample count) is spent, after ``plan`` if one is given."""
         if self.cfg.budget_flops is not None:
-            return self.ledger.total(self.kind) / self.cfg.budget_flops
-        return self.samples / self.cfg.samples
+            extra = plan.cost.total(self.kind) if plan is not None else 0
+            return (self.ledger.total(self.kind) + extra) / self.cfg.budget_flops
+        return min(1.0, (self.samples + (plan.num_samples if plan is not None else 0)) / self.cfg.samples)
 
     def step_stream(self) -> Iterator[list[list[int]]]:
         """Steps as lists of packs (each a list of document indices); packs shuffled within a segment."""
@@ -215,6 +265,7 @@ class Trainer:
         return train_step_flops(
             self.shape, [n for b in batches for n in b.doc_lengths], sum(b.num_loss_tokens for b in batches),
             attn_impl=self.kernels.attention, ce_impl=self.kernels.loss, attn_dtype=self.kernels.dtype,
+            recompute=self.kernels.recompute,
         )
 
     def _trim(self, packs: list[list[int]], room: float) -> list[list[int]]:
@@ -243,20 +294,22 @@ class Trainer:
         batches = [self._batch(p) for p in packs]
         return StepPlan(packs, batches, self._cost(batches), trimmed=True)
 
-    def run(self, plan: StepPlan, lr: float) -> float:
-        """Forward and backward of every pack, then the optimizer step; returns the step's loss.
+    def run(self, plan: StepPlan, lr: float) -> tuple[float, bool]:
+        """Forward and backward of every pack, then the optimizer step; returns the step's loss and
+        whether the optimizer stepped (fp16 skips a step whose gradients overflowed).
 
         The loss is summed on the device and read once (the step's only sync); NonFiniteLoss is raised
         before the optimizer step when it is not finite.
         """
         for g in self.opt.param_groups:
             g["lr"] = lr
-        self.opt.zero_grad(set_to_none=True)
+        self.weights.zero_grad()
+        scale = self.weights.loss_scale
         denominator = max(plan.cost.num_loss_tokens, 1)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
         for b in plan.batches:
             part = packed_loss_sum(self.net, b.to(self.device), self.kernels) / denominator
-            part.backward()
+            (part * scale if scale != 1.0 else part).backward()
             loss += part.detach().double()
         value = loss.item()
         if not math.isfinite(value):
@@ -264,14 +317,16 @@ class Trainer:
                 f"the loss became {value} at step {self.steps + 1} (lr {lr:.3g}); "
                 "lower the learning rate (--lr) or check the data"
             )
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
-        self.opt.step()
-        return value
+        return value, self.weights.step(self.opt, self.cfg.grad_clip)
 
-    def account(self, plan: StepPlan, lr: float, loss: float, seconds: float) -> StepRecord:
+    def account(
+        self, plan: StepPlan, lr: float, loss: float, seconds: float, *, peak_memory: int | None = None,
+        skipped: bool = False,
+    ) -> StepRecord:
         """Add the step to the ledger and the counters; its metrics line."""
         cost = plan.cost
+        if peak_memory is not None:
+            self.peak_memory = max(self.peak_memory or 0, peak_memory)
         self.ledger.add(cost)
         self.steps += 1
         self.samples += plan.num_samples
@@ -279,6 +334,9 @@ class Trainer:
         self.tokens += step_tokens
         self.loss_tokens += cost.num_loss_tokens
         self.step_seconds += seconds
+        if self.peak and not self.peak_remeasured and cost.total("executed") > self.peak * seconds:
+            self.peak_remeasured = True  # over 100%: the peak was measured too low (a busy machine); once per arm
+            self.peak = peak_flops(self.device, self.kernels.dtype, refresh=True)
         peak = self.peak
         return StepRecord(
             step=self.steps, lr=lr, loss=loss, tokens=step_tokens, loss_tokens=cost.num_loss_tokens,
@@ -286,36 +344,96 @@ class Trainer:
             budget_fraction=self.spent_fraction(), trimmed=plan.trimmed,
             mfu=cost.total("exact") / seconds / peak if peak else None,
             hfu=cost.total("executed") / seconds / peak if peak else None,
+            peak_memory=peak_memory, skipped=skipped,
         )
 
     def train(self, on_step: Callable[[StepRecord, FlopLedger], None] | None = None) -> ArmOutcome:
-        """Plan, run and account steps until the budget, the sample count or the data runs out."""
-        final_loss, stopped_by, t0 = None, "data", time.perf_counter()
-        for packs in self.step_stream():
-            plan = self.plan(packs)
-            if plan is None:
-                stopped_by = "budget"
-                break
-            lr = wsd_lr(self.lr, self.spent_fraction(), self.cfg)
-            t_step = time.perf_counter()
-            final_loss = self.run(plan, lr)
-            record = self.account(plan, lr, final_loss, time.perf_counter() - t_step)
-            if on_step is not None:
-                on_step(record, self.ledger)
-            if plan.trimmed:
-                stopped_by = "budget"
-                break
-            if self.cfg.samples is not None and self.samples >= self.cfg.samples:
-                stopped_by = "samples"
-                break
+        """Plan, run and account steps until the budget, the sample count or the data runs out; with
+        ``checkpoints.resume``, first restore the latest checkpoint and go on from it."""
+        t0 = time.perf_counter()
+        stream = self.step_stream()
+        if self.checkpoints is not None and self.checkpoints.resume:
+            self._resume(stream)
+        if self.stopped_by is None:
+            self._train_steps(stream, on_step)
         if self.steps == 0:
             raise ValueError("the arm took no optimizer step: its budget or data could not pay for a single "
                              "document; raise --budget or check the data")
         return ArmOutcome(
             steps=self.steps, samples=self.samples, train_tokens=self.tokens, loss_tokens=self.loss_tokens,
-            epochs=self.samples / len(self.docs), seconds=time.perf_counter() - t0, final_loss=final_loss,
-            ledger=self.ledger, stopped_by=stopped_by, step_seconds=self.step_seconds, peak_flops=self.peak,
+            epochs=self.samples / len(self.docs), seconds=time.perf_counter() - t0, final_loss=self.final_loss,
+            ledger=self.ledger, stopped_by=self.stopped_by or "data", step_seconds=self.step_seconds,
+            peak_flops=self.peak, peak_memory=self.peak_memory,
         )
+
+    def _train_steps(self, stream: Iterator[list[list[int]]], on_step) -> None:
+        stopped_by = "data"
+        for packs in stream:
+            plan = self.plan(packs)
+            if plan is None:
+                stopped_by = "budget"
+                break
+            before, after = self.spent_fraction(), self.spent_fraction(plan)
+            lr = wsd_lr(self.lr, after, self.cfg)
+            self.memory.reset()
+            t_step = time.perf_counter()
+            self.final_loss, stepped = self.run(plan, lr)
+            seconds = time.perf_counter() - t_step
+            record = self.account(plan, lr, self.final_loss, seconds, peak_memory=self.memory.read(),
+                                  skipped=not stepped)
+            if plan.trimmed:
+                stopped_by = "budget"
+            elif self.cfg.samples is not None and self.samples >= self.cfg.samples:
+                stopped_by = "samples"
+            if on_step is not None:  # first the metrics line, then the checkpoint: a resume truncates to it
+                on_step(record, self.ledger)
+            if stopped_by != "data":
+                break
+            if self.checkpoints is not None and self.checkpoints.due(self.steps, before, after):
+                self.save(self.checkpoints.root)
+        self.stopped_by = stopped_by
+        if self.checkpoints is not None and self.checkpoints.every > 0 and self.steps:
+            self.save(self.checkpoints.root)  # the end of training: a resume goes straight to what follows
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    COUNTERS = ("steps", "samples", "tokens", "loss_tokens", "step_seconds", "peak_memory", "final_loss", "stopped_by")
+
+    def save(self, root: Path) -> Path:
+        """Write a checkpoint of everything the rest of training depends on (see the module docstring)."""
+        opt_tensors, opt_rest = checkpoint.optimizer_state(self.opt)
+        tensors, loss_scale = self.weights.state()
+        tensors.update(optimizer=opt_tensors, rng=checkpoint.rng_state())
+        state = {
+            "counters": {k: getattr(self, k) for k in self.COUNTERS},
+            "ledger": self.ledger.to_dict(),
+            "optimizer": opt_rest,
+            "loss_scale": loss_scale,
+            "lr": self.lr,
+            "num_docs": len(self.docs),
+        }
+        return checkpoint.save(root, self.steps, tensors, state)
+
+    def _resume(self, stream: Iterator[list[list[int]]]) -> None:
+        """Restore the latest checkpoint (if any) and replay ``stream`` up to its step."""
+        path = checkpoint.latest(self.checkpoints.root)
+        if path is None:
+            return
+        tensors, state = checkpoint.load(path)
+        if state["num_docs"] != len(self.docs) or state["lr"] != self.lr:
+            raise ValueError(f"{path} was written by a different arm, student or data; it cannot be resumed here")
+        try:
+            self.weights.load(tensors, state["loss_scale"])
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; it cannot be resumed here") from e
+        checkpoint.load_optimizer_state(self.opt, tensors.get("optimizer", {}), state["optimizer"])
+        checkpoint.set_rng_state(tensors["rng"])
+        for k, v in state["counters"].items():
+            setattr(self, k, v)
+        self.ledger = FlopLedger.from_dict(state["ledger"])
+        if self.stopped_by is None:
+            for _ in range(self.steps):  # the data order is the seed's: replay it up to the checkpoint
+                next(stream)
 
 
 def train_arm(
@@ -329,8 +447,10 @@ def train_arm(
     segments: Segments | None = None,
     on_step: Callable[[StepRecord, FlopLedger], None] | None = None,
     device: torch.device | str = "cpu",
+    checkpoints: Checkpointing | None = None,
 ) -> ArmOutcome:
     """Train one arm (a ``Trainer`` run to its end); ``kernels`` defaults to ``resolve_kernels(net, device)``."""
     kernels = kernels or resolve_kernels(net, device)
-    trainer = Trainer(net, docs, cfg, lr=lr, seed=seed, kernels=kernels, segments=segments, device=device)
+    trainer = Trainer(net, docs, cfg, lr=lr, seed=seed, kernels=kernels, segments=segments, device=device,
+                      checkpoints=checkpoints)
     return trainer.train(on_step)

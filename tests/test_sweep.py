@@ -40,11 +40,11 @@ def test_interrupted_sweep_resumes_and_skips_finished_points(tmp_path, monkeypat
     real_run = sweep_mod.run
     calls = []
 
-    def interrupt_second(run_cfg, hooks=None):
+    def interrupt_second(run_cfg, hooks=None, resume=False):
         calls.append(run_cfg.arms[0])
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_run(run_cfg, hooks)
+        return real_run(run_cfg, hooks, resume=resume)
 
     monkeypatch.setattr(sweep_mod, "run", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
@@ -61,3 +61,32 @@ def test_interrupted_sweep_resumes_and_skips_finished_points(tmp_path, monkeypat
     assert "ift" in text and "reasoning" in text and "seq50" in text
     pngs = list(report.parent.glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_an_interrupted_point_goes_on_from_its_checkpoint(tmp_path, stop_training_at):
+    from dataclasses import replace
+
+    def numbers(study):
+        (path,) = study.glob("tiny/*/reasoning-*/results.json")
+        arm = json.loads(path.read_text())["arms"][0]
+        return {k: arm[k] for k in ("steps", "samples", "final_loss", "flops", "eval")}, arm["resumed_from_step"]
+
+    cfg = _sweep(("tiny",), ("reasoning",), (3e10,))
+    cfg = replace(cfg, base=replace(cfg.base, train=replace(cfg.base.train, save_every=4, pack_tokens=256)))
+    whole = tmp_path / "whole"
+    run_sweep(cfg, whole)
+    cut = tmp_path / "cut"
+    stop_training_at(6)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, cut)
+    sweep_mod.run.__globals__  # the real run again (the fixture patched rdistill.run.train_arm)
+    import rdistill.run as run_mod
+    from rdistill.train import train_arm
+
+    run_mod.train_arm = train_arm
+    seen = []
+    run_sweep(cfg, cut, on_point=lambda p, st, i, n: seen.append(st))
+    assert seen == ["resumed", "complete"]
+    (whole_numbers, never), (cut_numbers, resumed_from) = numbers(whole), numbers(cut)
+    assert never is None and resumed_from == 4
+    assert cut_numbers == whole_numbers

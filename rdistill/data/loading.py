@@ -1,16 +1,19 @@
-"""Load paired examples (prompt, ift, reasoning) from local files, and write them as JSON lines.
+"""Load paired examples (prompt, ift, reasoning) from local files or datasets, and write them as JSON lines.
 
 Supported inputs
     ``.jsonl`` / ``.json``   JSON lines, one object per line (a ``.json`` file may instead hold one JSON
                              array of objects). Read as bytes and decoded line by line, so an invalid
                              UTF-8 or JSON line is reported by its line number. Blank lines are not rows.
     ``.parquet``             read with pyarrow, batch by batch, only the needed columns.
-    folder                   saved by Hugging Face ``datasets`` ``save_to_disk`` (a ``Dataset``, or a
-                             ``DatasetDict``: ``split`` picks one, default ``"train"``).
+    folder                   saved by ``datasets``' ``save_to_disk``, or of data files (.jsonl, .json,
+                             .parquet; or a dataset script) read by ``datasets.load_dataset``.
+    Hub dataset id           ``org/name`` (no such path), read by ``datasets.load_dataset``: from the Hub,
+                             or the local datasets cache (``HF_HUB_OFFLINE=1``: no network retries).
 
-Row numbers are 1-based: the line number for JSON lines, the element index for a JSON array, the row
-index for parquet and ``datasets`` folders. Optional fields ``family`` and ``answer`` may be absent,
-null or blank (then ``family`` is ``DEFAULT_FAMILY`` and ``answer`` is None).
+A source with splits gives the ``split`` asked for (default ``"train"``). Row numbers are 1-based: the
+line number for JSON lines, the element index for a JSON array, the row index otherwise. The prompt is
+a string or a list of chat messages (rdistill.data.schema.parse_messages). Optional fields ``family``
+and ``answer`` may be absent, null or blank (then ``family`` is ``DEFAULT_FAMILY``, ``answer`` None).
 
 By default the first bad row raises ``DataError``. With ``skip_bad_rows=True`` bad rows are skipped and
 recorded in ``LoadedPairs.skipped``; ``LoadedPairs.summary()`` reports them. A source with no rows, or
@@ -21,28 +24,34 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rdistill.data.schema import COLUMNS, DEFAULT_FAMILY, OPTIONAL_COLUMNS, PairedExample
+from rdistill.data.schema import COLUMNS, DEFAULT_FAMILY, OPTIONAL_COLUMNS, PairedExample, parse_messages
 from rdistill.io import atomic_writer
 
 FIELDS = COLUMNS + OPTIONAL_COLUMNS
+FILE_FORMATS = ".jsonl, .json (JSON lines or one JSON array), .parquet"
 SUPPORTED_FORMATS = (
-    ".jsonl, .json (JSON lines or one JSON array), .parquet, or a folder saved by datasets.save_to_disk"
+    f"{FILE_FORMATS}, a folder saved by datasets.save_to_disk or holding such data files, or a Hugging Face "
+    "Hub dataset id (org/name)"
 )
 THINK_END = "</think>"
 
 _BATCH_ROWS = 8192
+_DATA_FILES = (".jsonl", ".json", ".parquet")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _MISSING = object()
 _SKIP_HINT = "or pass --skip-bad-rows (skip_bad_rows=True) to skip bad rows and count them"
 _HINTS = {
     "missing": "add it, or map another column to it with --columns {field}=COLUMN",
     "too_long": "shorten it or remove the row, or raise --max-field-chars",
     "not_string": "store it as a string",
+    "bad_messages": "give a list of {{'role': 'system'|'user'|'assistant', 'content': TEXT}} ending with a user turn",
     "empty": "fill it in or remove the row",
     "invalid_json": "fix or remove the line",
     "invalid_utf8": "re-encode the file as UTF-8 or remove the line",
@@ -80,6 +89,7 @@ class BadRow:
         return {
             "missing": f"missing {self.field!r}",
             "not_string": f"non-string {self.field!r}",
+            "bad_messages": f"bad messages in {self.field!r}",
             "empty": f"empty {self.field!r}",
             "invalid_json": "invalid JSON",
             "invalid_utf8": "invalid UTF-8",
@@ -155,14 +165,16 @@ def load_pairs(
     limit: int | None = None,
     split: str | None = None,
     max_field_chars: int | None = None,
+    default_split: str | None = "train",
 ) -> LoadedPairs:
-    """Load paired examples from a JSON lines / JSON array / parquet file or a ``datasets`` folder.
+    """Load paired examples from a file, a ``datasets`` folder or a Hub dataset id (see the module docstring).
 
     ``columns`` maps target fields to the file's column names (unmapped fields use their own name).
-    ``limit`` stops after that many valid examples. ``split`` picks a ``DatasetDict`` split. A prompt or
+    ``limit`` stops after that many valid examples. ``split`` picks a split of a source with splits;
+    without it, ``default_split`` is read, or when that is None the only split (several are then an
+    error asking for --eval-split: held-out data must not fall back to a training split). A prompt or
     answer longer than ``max_field_chars`` characters is a bad row (so hostile input cannot drive the
-    tokenizer out of memory).
-    Raises ``DataError`` naming the file, row and field of the first bad row, unless
+    tokenizer out of memory). Raises ``DataError`` naming the file, row and field of the first bad row, unless
     ``skip_bad_rows``; a source with no valid rows raises either way.
     """
     if limit is not None and limit < 1:
@@ -171,20 +183,21 @@ def load_pairs(
     sources.update(_check_column_map(dict(columns or {})))
     explicit = set(columns or ())
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or folder; expected {SUPPORTED_FORMATS}")
-    is_hf = p.is_dir()
-    if split is not None and not is_hf:
-        raise DataError(f"{p}: split={split!r} only applies to a DatasetDict folder saved by save_to_disk")
-
     suffix = p.suffix.lower()
+    # a folder or a dataset script, or (no such path, no data file's suffix) a Hub dataset id
+    is_hf = p.is_dir() or p.is_file() and suffix == ".py" or (
+        not p.exists() and suffix not in (*_DATA_FILES, ".py") and bool(_HUB_ID.fullmatch(os.fspath(path))))
+    if not is_hf and not p.exists():
+        raise DataError(f"{p}: no such file or folder; expected {SUPPORTED_FORMATS}")
+    if split is not None and not is_hf:
+        raise DataError(f"{p}: split={split!r} only applies to a source with splits (a DatasetDict folder, a "
+                        f"folder of data files, a Hub dataset), not to one file")
     if is_hf:
-        source, records = _read_hf(p, sources, explicit, split)
+        source, records = _read_hf(str(path), sources, explicit, split, default_split)
     elif suffix == ".parquet":
         source, records = str(p), _read_parquet(p, sources, explicit)
     elif suffix in (".jsonl", ".json"):
-        source = str(p)
-        records = _read_json(p, allow_array=suffix == ".json")
+        source, records = str(p), _read_json(p, allow_array=suffix == ".json")
     else:
         kind = repr(p.suffix) if p.suffix else "(no extension)"
         raise DataError(f"{p}: unsupported file type {kind}; expected {SUPPORTED_FORMATS}")
@@ -271,13 +284,20 @@ def _to_example(
         value = record.get(column, _MISSING)
         if value is _MISSING:
             return _missing(source, row, record, name, column)
-        if not isinstance(value, str):
-            return BadRow(source, row, name, f"expected a string, found {_type_name(value)}", "not_string")
-        if not value or value.isspace():
+        if name == "prompt" and isinstance(value, list):
+            try:
+                value = parse_messages(value)
+            except ValueError as e:
+                return BadRow(source, row, name, f"bad chat messages: {e}", "bad_messages")
+        elif not isinstance(value, str):
+            expected = "a string or a list of chat messages" if name == "prompt" else "a string"
+            return BadRow(source, row, name, f"expected {expected}, found {_type_name(value)}", "not_string")
+        elif not value or value.isspace():
             what = "prompt" if name == "prompt" else "answer"
             return BadRow(source, row, name, f"empty {what} (blank or whitespace only)", "empty")
-        if max_chars is not None and len(value) > max_chars:
-            return BadRow(source, row, name, f"{len(value):,} characters, over --max-field-chars {max_chars:,}",
+        size = len(value) if isinstance(value, str) else sum(len(m.content) for m in value)
+        if max_chars is not None and size > max_chars:
+            return BadRow(source, row, name, f"{size:,} characters, over --max-field-chars {max_chars:,}",
                           "too_long")
         values[name] = value
     for name in OPTIONAL_COLUMNS:
@@ -427,33 +447,54 @@ def _read_parquet(path: Path, sources: Mapping[str, str], explicit: set[str]) ->
 
 
 def _read_hf(
-    path: Path, sources: Mapping[str, str], explicit: set[str], split: str | None
+    path: str, sources: Mapping[str, str], explicit: set[str], split: str | None, default_split: str | None
 ) -> tuple[str, _Records]:
-    markers = ("dataset_dict.json", "state.json")
-    if not any((path / m).is_file() for m in markers):
-        raise DataError(
-            f"{path}: a folder, but not one saved by datasets.save_to_disk (no dataset_dict.json or "
-            f"state.json); expected {SUPPORTED_FORMATS}"
-        )
     import datasets
 
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: datasets.load_from_disk failed ({e})") from e
-    if isinstance(loaded, datasets.DatasetDict):
-        splits = list(loaded)
-        chosen = split if split is not None else "train"
-        if chosen not in loaded:
-            asked = f"has no split {split!r}" if split is not None else "has no 'train' split"
-            raise DataError(f"{path}: this DatasetDict {asked}; its splits are {splits}; pass split=<one of them>")
-        dataset = loaded[chosen]
-        source = f"{path} (split {chosen!r})"
-    else:
+    if not isinstance(loaded := _load_hf(path), datasets.DatasetDict):
         if split is not None:
             raise DataError(f"{path}: split={split!r} given, but this folder holds one Dataset, not a DatasetDict")
-        dataset = loaded
-        source = str(path)
+        dataset, source = loaded, path
+    else:
+        splits = list(loaded)
+        chosen = split or default_split or (splits[0] if len(splits) == 1 else None)
+        if chosen is None:
+            raise DataError(f"{path}: several splits {splits} and none chosen; name the held-out one with --eval-split")
+        if chosen not in loaded:
+            asked = f"has no split {split!r}" if split is not None else f"has no {default_split!r} split"
+            raise DataError(f"{path}: {asked}; its splits are {splits}; choose one with --split (training rows) "
+                            f"or --eval-split (held-out rows)")
+        dataset, source = loaded[chosen], f"{path} (split {chosen!r})"
     columns = _needed_columns(source, list(dataset.column_names), sources, explicit)
     batches = dataset.select_columns(columns).iter(batch_size=_BATCH_ROWS)
     return source, _columnar_rows(batches, columns)
+
+
+def _load_hf(path: str) -> Any:
+    """A ``Dataset`` or ``DatasetDict``: ``load_from_disk`` for a folder saved by ``save_to_disk``,
+    ``load_dataset`` for a folder of data files, a dataset script or a Hub dataset id."""
+    import datasets
+
+    folder = Path(path)
+    if folder.is_dir() and any((folder / m).is_file() for m in ("dataset_dict.json", "state.json")):
+        try:
+            return datasets.load_from_disk(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: datasets.load_from_disk failed ({e})") from e
+    if folder.is_dir() and not any(f.suffix.lower() in (*_DATA_FILES, ".py") for f in folder.rglob("*")):
+        raise DataError(f"{path}: a folder, but not one saved by datasets.save_to_disk (no dataset_dict.json or "
+                        f"state.json) nor one of data files ({', '.join(_DATA_FILES)}); expected {SUPPORTED_FORMATS}")
+    hub = "" if folder.exists() else "no such file or folder, so read as a Hugging Face Hub dataset id: "
+    try:
+        return datasets.load_dataset(path)
+    except ConnectionError as e:
+        why = ("offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)" if datasets.config.HF_HUB_OFFLINE else
+               "the Hub cannot be reached from this machine (set HF_HUB_OFFLINE=1 to read the cache without retries)")
+        raise DataError(
+            f"{path}: {hub}it is not in the local datasets cache ({datasets.config.HF_DATASETS_CACHE}) and {why}; "
+            f"on a machine with network, datasets.load_dataset({path!r}).save_to_disk(FOLDER), copy FOLDER here and "
+            f"pass --data FOLDER, or pass a local file ({FILE_FORMATS})"
+        ) from e
+    except (OSError, ValueError, RuntimeError, datasets.exceptions.DatasetsError) as e:
+        raise DataError(f"{path}: {hub}datasets.load_dataset failed ({type(e).__name__}: {e}); where it loads, "
+                        f"save it with save_to_disk(FOLDER) and pass --data FOLDER, or export it as {FILE_FORMATS}") from e

@@ -6,9 +6,11 @@ the data is meant for when the student brings none.
 
 - No ``path``: the built-in synthetic teacher, ``train_size`` training and ``eval_size`` held-out
   examples that share no prompt (see rdistill.synthetic).
-- A ``path``: the file's rows (rdistill.data.loading). With ``eval_path`` the held-out rows come from
-  that file and training rows with a held-out prompt are removed; otherwise a seeded random
-  ``eval_size`` rows (at most 10% of the file) are held out.
+- A ``path``: the rows of that file, ``datasets`` folder or Hub dataset (rdistill.data.loading; of its
+  ``split``, default train, when it has several). The held-out rows are those of ``eval_path`` (its
+  ``eval_split`` when it has several splits: naming one is then required), else the ``eval_split`` of
+  ``path``, else a seeded random ``eval_size`` rows of the training rows (at most 10% of them). Training
+  rows whose prompt is also held out are removed either way.
 
 The synthetic teacher is a plugin of this layer, imported by name (``SYNTHETIC``) when it is the
 source, so that no general module depends on it.
@@ -74,18 +76,25 @@ def open_source(
     valid rows of a file. Raises ValueError (DataError for a file's bad rows) with what to do.
     """
     if cfg.path is None:
+        if cfg.split is not None or cfg.eval_split is not None:
+            raise ValueError("--split and --eval-split pick splits of --data; the built-in synthetic data has none")
         return _synthetic().open_source(cfg, seed=seed)
-    loaded = load_pairs(cfg.path, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows, limit=limit,
-                        max_field_chars=cfg.max_field_chars)
+    options = dict(columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows, max_field_chars=cfg.max_field_chars)
+    loaded = load_pairs(cfg.path, split=cfg.split, limit=limit, **options)
     messages = [loaded.summary()]
     summary = DataSummary(source=str(cfg.path), train=0, eval=0, rows_read=loaded.num_rows_read,
                           skipped=len(loaded.skipped))
     examples = loaded.examples
     if not hold_out:
         train, held = examples, []
-    elif cfg.eval_path is not None:
-        held_loaded = load_pairs(cfg.eval_path, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows,
-                                 max_field_chars=cfg.max_field_chars)
+    elif cfg.eval_path is not None or cfg.eval_split is not None:
+        if cfg.eval_path is None:
+            held_loaded = load_pairs(cfg.path, split=cfg.eval_split, **options)
+        else:
+            held_loaded = load_pairs(cfg.eval_path, split=cfg.eval_split, default_split=None, **options)
+        if held_loaded.source == loaded.source:
+            raise ValueError(f"the held-out rows would be the training rows ({loaded.source}); give --eval-split "
+                             f"another split, or --eval-data other rows, or neither to hold out a slice")
         messages.append(held_loaded.summary())
         held = held_loaded.examples
         held_prompts = {e.prompt for e in held}

@@ -24,7 +24,10 @@ Executed training FLOPs: what the chosen implementation really runs. Projections
 attention and LM-head terms are the kernels' "executed" fields (the torch attention twin computes the
 full l_i x l_i square of every document and masks it: 3 N_l 4 h_q d_h sum_i l_i^2; the torch LM-head
 twin executes exactly its useful count unless reduction="none", which recomputes the logits).
-Recomputation (activation checkpointing, attention backward) belongs here, never in "exact".
+Recomputation (activation checkpointing, attention backward) belongs here, never in "exact": with
+``--recompute full`` every layer's forward (projections, attention, MLP) runs twice, with
+``selective`` every layer's MLP; torch's checkpoint stops the second forward as soon as everything
+backward needs is back, so the MLP's output matmul (its input is what backward keeps) runs once.
 
 Deliberately not counted in exact or executed: RMSNorm, rotary embeddings, softmax and its scaling,
 residual adds, SwiGLU's elementwise product, bias adds (bias parameters are counted in parameter totals
@@ -260,6 +263,7 @@ def train_step_flops(
     ce_impl: str = "torch",
     ce_reduction: str = "sum",
     attn_dtype: Any = None,
+    recompute: str = "none",
 ) -> StepFlops:
     """FLOPs of one forward + backward on a packed batch (see the module docstring for every formula).
 
@@ -267,8 +271,13 @@ def train_step_flops(
     and ``ce_reduction`` are what the step passes to ``varlen_attention`` and
     ``fused_linear_cross_entropy`` (``packed_loss_sum`` uses reduction="sum"), resolved (not "auto").
     ``attn_dtype`` is the activations' dtype, which sets the Triton attention's tile sizes and so its
-    executed count; the useful counts depend on neither.
+    executed count; the useful counts depend on neither. ``recompute`` is the activation checkpointing
+    in force (rdistill.model.apply_recompute): "full" runs every layer's forward (projections, attention,
+    MLP but its output matmul) a second time in backward, "selective" every layer's MLP (but its output
+    matmul); that second forward is added to the executed count of its component, never to exact.
     """
+    if recompute not in ("none", "full", "selective"):
+        raise ValueError(f"unknown recompute mode {recompute!r}; choose one of none, full, selective")
     lengths = [int(l) for l in doc_lengths]
     if not lengths or min(lengths) < 1:
         raise ValueError(f"doc_lengths must be one or more positive lengths, got {list(doc_lengths)}")
@@ -282,11 +291,18 @@ def train_step_flops(
     head = linear_ce_flops(num_loss_tokens, s.hidden_size, s.vocab_size, reduction=ce_reduction, impl=ce_impl)
 
     def counted(kind: str) -> dict[str, int]:
+        again = {"projections": 0, "attention": 0, "mlp": 0}
+        if kind == "executed" and recompute != "none":
+            # torch's checkpoint stops recomputing once every tensor backward needs is back: the MLP's
+            # output matmul (down) saves only its input, so it never runs again
+            again["mlp"] = mlp * (2 if s.gated_mlp else 1) // (3 if s.gated_mlp else 2)
+            if recompute == "full":
+                again["projections"], again["attention"] = projections, s.num_layers * attn["executed_fwd"]
         return {
             "embedding": 0,
-            "projections": 3 * projections,
-            "attention": s.num_layers * (attn[f"{kind}_fwd"] + attn[f"{kind}_bwd"]),
-            "mlp": 3 * mlp,
+            "projections": 3 * projections + again["projections"],
+            "attention": s.num_layers * (attn[f"{kind}_fwd"] + attn[f"{kind}_bwd"]) + again["attention"],
+            "mlp": 3 * mlp + again["mlp"],
             "lm_head": head[f"{kind}_fwd"] + head[f"{kind}_bwd"],
         }
 

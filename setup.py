@@ -50,7 +50,7 @@ setup(
     ],
     extras_require={
         # triton runs the kernels' tests in its interpreter on CPU; liger-kernel is a second reference
-        "test": ["pytest>=8", "hypothesis>=6", "triton>=3.6", "liger-kernel>=0.8.5"],
+        "test": ["pytest>=8", "hypothesis>=6", "triton>=3.6", "liger-kernel>=0.8.5", "tensorboard>=2.14"],
         "gpu": ["triton>=3.6"],
         # --log tensorboard
         "tensorboard": ["tensorboard>=2.14"],

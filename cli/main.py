@@ -4,6 +4,7 @@ and prints. The options of ``train`` and ``sweep`` are generated from the config
 from __future__ import annotations
 
 import inspect
+import os
 import signal
 import sys
 import time
@@ -57,7 +58,7 @@ RESUMABLE_WITH = ("threads", "log_every", "log")
 
 
 def _resume_config(folder: Path, config: Path | None, overwrite: bool, given: dict[str, Any]) -> RunConfig:
-    from rdistill.run import resume_config
+    from rdistill.runfolder import resume_config
 
     extra = sorted(k for k, v in given.items() if v is not None and k not in RESUMABLE_WITH)
     if config is not None or overwrite or extra:
@@ -67,13 +68,36 @@ def _resume_config(folder: Path, config: Path | None, overwrite: bool, given: di
     return replace(cfg, **{k: given[k] for k in RESUMABLE_WITH if given.get(k) is not None})
 
 
-def _train(config: Path | None, overwrite: bool, resume: Path | None, **given: Any) -> None:
+def torchrun_argv(argv: list[str], nproc: int) -> list[str]:
+    """The torchrun command that runs ``rdistill ARGV`` (without --nproc) on ``nproc`` local processes,
+    with --parallel ddp unless ARGV names one."""
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    if not any(a == "--parallel" or a.startswith("--parallel=") for a in args):
+        args += ["--parallel", "ddp"]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "-m", "rdistill", *args]
+
+
+def _train(config: Path | None, overwrite: bool, resume: Path | None, nproc: int | None, **given: Any) -> None:
     """Train every arm to the same FLOP budget (or sample count), evaluate, and write a run folder."""
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        argv = torchrun_argv(sys.argv[1:], nproc)
+        console.print("running: " + " ".join(argv[1:]))
+        os.execv(argv[0], argv)
     from rdistill.data.curriculum import parse_arms
-    from rdistill.run import clear_run_folder, prepare, run
+    from rdistill.run import prepare, run
+    from rdistill.runfolder import clear_run_folder
     from rdistill.train import NonFiniteLoss
 
     quiet_libraries()
+    if os.environ.get("RANK", "0") != "0":
+        console.quiet = True  # under torchrun the main rank speaks for the job
     try:
         if resume is not None:
             cfg = _resume_config(resume, config, overwrite, given)
@@ -110,6 +134,8 @@ def _train(config: Path | None, overwrite: bool, resume: Path | None, **given: A
         fail(e)
     except OSError as e:
         fail(f"cannot write the run folder {out}: {e.strerror or e}")
+    if os.environ.get("RANK", "0") != "0":
+        return
     for table in summary_tables(results):
         table_console().print(table)
     console.print(f"results: {out}/results.json")
@@ -128,7 +154,13 @@ RESUME = inspect.Parameter(
         help="Continue the interrupted run in this folder with its own config: finished arms are kept, the "
              "interrupted one goes on from its last checkpoint (see --save-every), then the rest.")],
 )
-command(app, "train", _train, TRAIN_OPTIONS, extra=[TRAIN_CONFIG, OVERWRITE, RESUME])
+NPROC = inspect.Parameter(
+    "nproc", inspect.Parameter.KEYWORD_ONLY, default=None,
+    annotation=Annotated[Optional[int], typer.Option(
+        help="Run on this many local processes: re-runs the command under torchrun (--nproc-per-node), with "
+             "--parallel ddp unless --parallel says fsdp.")],
+)
+command(app, "train", _train, TRAIN_OPTIONS, extra=[TRAIN_CONFIG, OVERWRITE, RESUME, NPROC])
 
 
 def _sweep(out: Path, config: Path | None, **given: Any) -> None:

@@ -92,6 +92,7 @@ SHARED_OPTIONS: tuple[Option, ...] = (
     _opt("eval.enabled", "--eval/--no-eval"),
     _opt("seed"),
     _opt("threads"),
+    _opt("parallel"),
     _opt("log_every"),
     _opt("log"),
 )

@@ -10,13 +10,32 @@ removed after the rename. ``latest`` ignores anything that is not a complete che
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often a trainer writes checkpoints, and whether it starts from the latest one."""
+
+    root: Path
+    every: float
+    """N >= 1: every N steps; 0 < N < 1: every time that fraction of the budget (or samples) is spent."""
+    resume: bool = False
+
+    def due(self, steps: int, before: float, after: float) -> bool:
+        """Whether the step that took the run to ``steps`` steps (``before`` -> ``after`` of its budget)
+        ends on a checkpoint."""
+        if self.every >= 1:
+            return steps % int(self.every) == 0
+        return self.every > 0 and math.floor(after / self.every) > math.floor(before / self.every)
+
 
 FORMAT = 1
 STATE = "state.json"

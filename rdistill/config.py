@@ -29,6 +29,7 @@ Overflow = Literal["error", "truncate", "drop"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 Recompute = Literal["none", "full", "selective"]
 LogSink = Literal["none", "tensorboard"]
+Parallel = Literal["none", "ddp", "fsdp"]
 
 LEDGER_KINDS = {"exact": "exact", "paper": "paper", "6nd": "six_nd"}
 """Budget kind (as the user names it) -> the FLOP ledger's name of that count."""
@@ -213,6 +214,8 @@ class RunConfig:
     """CPU threads for torch (default: torch's choice)."""
     log_every: int = 50
     """When stdout is not a terminal, print a plain progress line every N optimizer steps (0: never)."""
+    parallel: Parallel = "none"
+    """Under torchrun: ddp (DistributedDataParallel) or fsdp (FSDP2, sharded per decoder layer); every rank trains its share of each global step. none: one process."""
     log: LogSink = "none"
     """Also log every step's scalars to: none, or tensorboard (OUT/tensorboard; needs the tensorboard package)."""
     data: DataConfig = field(default_factory=DataConfig)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from rdistill import checkpoint, checks
+from rdistill import checkpoint, checks, distributed
 from rdistill.config import RunConfig, TrainConfig
 from rdistill.data import curriculum
 from rdistill.data.loading import write_pairs
@@ -51,6 +52,7 @@ from rdistill.model import (
     resolve_kernels,
     student_skeleton,
 )
+from rdistill.runfolder import keep_lines, previous_results
 from rdistill.results import (
     HEARTBEAT_SECONDS,
     TIME_FORMAT,
@@ -60,7 +62,7 @@ from rdistill.results import (
     RunResults,
     TokenStats,
 )
-from rdistill.train import ArmOutcome, Checkpointing, StepRecord, document_cost, train_arm
+from rdistill.train import ArmOutcome, StepRecord, document_cost, train_arm
 
 Documents = list[tuple[np.ndarray, np.ndarray]]
 
@@ -149,33 +151,6 @@ def _stopped(results: RunResults, record: ArmResult, status: str, exc: BaseExcep
     results.write(path)
 
 
-RUN_ENTRIES = ("config.json", "results.json", "data", "tensorboard")
-"""What a run writes at the top of its folder, besides one folder per arm."""
-
-
-def clear_run_folder(out: Path) -> None:
-    """Delete the run folder ``out`` so that a run can start afresh in it; ValueError, deleting
-    nothing, when ``out`` is not a run folder (no readable config.json) or holds anything a run does not
-    write (hidden temporary files aside)."""
-    if not out.is_dir():
-        raise ValueError(f"{out} is not a folder")
-    try:
-        cfg = RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError) as e:
-        raise ValueError(
-            f"{out} is not an rdistill run folder (no readable config.json), so --overwrite will not delete it; "
-            "choose another --out"
-        ) from e
-    known = {*RUN_ENTRIES, *cfg.arms}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.startswith("."))
-    if foreign:
-        raise ValueError(
-            f"{out} holds files a run does not write ({', '.join(foreign[:5])}), so --overwrite will not delete "
-            "it; move them or choose another --out"
-        )
-    shutil.rmtree(out)
-
-
 @dataclass
 class Prepared:
     """Everything a run needs, loaded and checked before its folder is touched."""
@@ -234,38 +209,22 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     return Prepared(cfg, specs, source, tok, pool, max_new, fingerprint)
 
 
-def resume_config(folder: str | Path) -> RunConfig:
-    """The config of the run in ``folder``, to resume it; ValueError saying why it cannot be resumed."""
-    out = Path(folder)
-    try:
-        cfg = RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{out} is not an rdistill run folder (no readable config.json: {e}); nothing to resume") from e
-    if cfg.out is None or Path(cfg.out).resolve() != out.resolve():
-        cfg = replace(cfg, out=str(out))
-    results = out / "results.json"
-    if results.is_file():
-        status = RunResults.read(results).live_status()
-        if status == "running":
-            raise ValueError(f"{out} is being written by a live run (results.json says running and its process is "
-                             "alive); let it finish, or stop it first")
-        if status == "complete":
-            raise ValueError(f"{out} is complete: nothing to resume")
-    return cfg
-
-
 def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: bool = False) -> RunResults:
     """Train and evaluate every arm; returns (and writes) results.json's content. ``cfg`` may be the
     result of ``prepare`` (whose checks then are not repeated).
 
-    ``resume``: ``cfg.out`` holds an interrupted run of this config (``resume_config`` reads it): arms it
+    ``resume``: ``cfg.out`` holds an interrupted run of this config (rdistill.runfolder.resume_config reads it): arms it
     completed are kept as they are, the arm it was training goes on from its latest checkpoint (or starts
     again without one), and the remaining arms follow."""
     hooks = hooks or _Quiet()
     prep = cfg if isinstance(cfg, Prepared) else prepare(cfg, hooks.message)
     cfg, source = prep.cfg, prep.source
-    out = Path(cfg.out)
-    previous = _previous_results(out) if resume else None
+    w = distributed.world(cfg.parallel, "cuda" if torch.cuda.is_available() else "cpu")
+    run_out = Path(cfg.out)
+    previous = previous_results(run_out) if resume else None
+    # the main rank writes the run folder; the others write what they would into a scratch folder
+    out = run_out if w.is_main else Path(tempfile.mkdtemp(prefix=f"rdistill-rank{w.rank}-"))
+    hooks = hooks if w.is_main else _Quiet()
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())
     write_pairs(out / "data" / "eval.jsonl", source.held_out)
@@ -275,8 +234,7 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
     done = {a.name: a for a in previous.arms if a.status == "complete"} if previous else {}
     results.beat()
     results.write(out / "results.json")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    arm_run = _ArmRunner(prep, results, out, hooks, device, resume=resume)
+    arm_run = _ArmRunner(prep, results, out, hooks, w, resume=resume, run_out=run_out)
     try:
         for spec in prep.specs:
             if spec.name in done:
@@ -289,37 +247,24 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
             results.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             results.write(out / "results.json")
         raise
+    finally:
+        if not w.is_main:
+            shutil.rmtree(out, ignore_errors=True)
     results.status = "complete"
     results.finished = time.strftime(TIME_FORMAT)
-    results.write(out / "results.json")
+    if w.is_main:
+        results.write(out / "results.json")
     return results
-
-
-def _previous_results(out: Path) -> RunResults | None:
-    """The results.json of an interrupted run in ``out`` (None when it wrote none)."""
-    path = out / "results.json"
-    return RunResults.read(path) if path.is_file() else None
-
-
-def _keep_lines(path: Path, n: int) -> None:
-    """Keep the first ``n`` complete lines of ``path`` (a metrics log cut back to its checkpoint)."""
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    complete = [line for line in lines if line.endswith("\n")]
-    if len(complete) < n:
-        raise ValueError(f"{path} has {len(complete)} complete lines, fewer than the checkpoint's {n} steps; "
-                         "the run folder was changed since it was interrupted")
-    write_text_atomic(path, "".join(complete[:n]))
 
 
 class _ArmRunner:
     """Trains, saves and evaluates one arm after another into the run folder."""
 
-    def __init__(self, prep: Prepared, results: RunResults, out: Path, hooks: RunHooks, device: str,
-                 *, resume: bool = False) -> None:
-        self.prep, self.results, self.out, self.hooks, self.device = prep, results, out, hooks, device
-        self.resume = resume
+    def __init__(self, prep: Prepared, results: RunResults, out: Path, hooks: RunHooks, w: distributed.World,
+                 *, resume: bool = False, run_out: Path | None = None) -> None:
+        self.prep, self.results, self.out, self.hooks, self.device = prep, results, out, hooks, w.device
+        self.world, self.run_out, self.resume = w, run_out or out, resume
+        device = w.device
         self.costs: tuple[float, float] | None = None
         self.kernels: KernelPlan | None = None
         self.dtype = resolve_dtype(prep.cfg.model.dtype, prep.cfg.model.name, device)
@@ -333,18 +278,23 @@ class _ArmRunner:
         self.kernels = self.kernels or resolve_kernels(net, self.device, recompute=cfg.train.recompute)
         return net
 
-    def _checkpoints(self, arm_dir: Path) -> tuple[Checkpointing | None, dict | None]:
+    def _checkpoints(self, arm_dir: Path) -> tuple[checkpoint.Checkpointing | None, dict | None]:
         """The arm's checkpointing, and the state of the checkpoint it resumes from (None: it starts)."""
-        root = arm_dir / "checkpoint"
+        root = self.run_out / arm_dir.name / "checkpoint"  # every rank reads the main rank's checkpoints
         state = None
         if self.resume and (path := checkpoint.latest(root)) is not None:
             state = checkpoint.load_state(path)
-        elif root.exists():
+        elif root.exists() and self.world.is_main:
             shutil.rmtree(root)  # a stale checkpoint of a run this one replaces
         every = self.prep.cfg.train.save_every
+        if self.world.distributed and self.world.parallel == "fsdp":
+            if every:
+                self.hooks.message("no checkpoints under --parallel fsdp yet (its optimizer state is sharded): "
+                                   "an interrupted arm starts again")
+            return None, None
         if not every and state is None:
             return None, None
-        return Checkpointing(root, every, resume=state is not None), state
+        return checkpoint.Checkpointing(root, every, resume=state is not None), state
 
     def __call__(self, spec: curriculum.ArmSpec) -> None:
         prep, cfg, hooks, arm = self.prep, self.prep.cfg, self.hooks, spec.name
@@ -367,7 +317,7 @@ class _ArmRunner:
         if resumed is None:
             (arm_dir / "metrics.jsonl").unlink(missing_ok=True)
         else:
-            _keep_lines(arm_dir / "metrics.jsonl", resumed["step"])
+            keep_lines(arm_dir / "metrics.jsonl", resumed["step"])
             progress.samples = resumed["counters"]["samples"]
             record.resumed_from_step = resumed["step"]
             hooks.message(f"{arm}: resuming from its checkpoint at step {resumed['step']:,}")
@@ -387,7 +337,7 @@ class _ArmRunner:
                     segments=partial(
                         curriculum.segments, spec, n_examples, samples=cfg.train.samples, planned_samples=planned
                     ),
-                    on_step=on_step, device=self.device, checkpoints=checkpoints,
+                    on_step=on_step, device=self.device, checkpoints=checkpoints, world=self.world,
                 )
             except BaseException as exc:
                 progress.record(record)
@@ -395,6 +345,11 @@ class _ArmRunner:
                 _stopped(self.results, record, status, exc, self.out / "results.json")
                 raise
         _record_outcome(record, outcome, cfg.train, n_examples)
+        net = self._trained(net, outcome)
+        if not self.world.is_main:  # the main rank saves and evaluates; the others wait for it
+            self.results.arms.append(record)
+            distributed.barrier(self.world)
+            return
         net.save_pretrained(arm_dir / "model")
         prep.tok.save_pretrained(arm_dir / "model")
         if cfg.eval.enabled:
@@ -416,6 +371,22 @@ class _ArmRunner:
         self.results.write(self.out / "results.json")
         shutil.rmtree(arm_dir / "checkpoint", ignore_errors=True)  # the arm is complete: its model is saved
         hooks.arm_finished(arm, record)
+        distributed.barrier(self.world)
+
+    def _trained(self, net, outcome: ArmOutcome):
+        """The trained student, whole: under FSDP2 its shards gathered into a fresh copy on the main rank
+        (every rank takes part in the gathering)."""
+        w = self.world
+        if not (w.distributed and w.parallel == "fsdp"):
+            return net
+        state = distributed.full_model_state(outcome.module, w)
+        if not w.is_main:
+            return net
+        cfg = self.prep.cfg
+        whole = build_student(cfg.model.name, len(self.prep.tok), tokens=_token_ids(self.prep.tok), seed=cfg.seed,
+                              dtype=self.dtype).to(self.device)
+        whole.load_state_dict(state)
+        return whole
 
 
 class _Progress:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +50,19 @@ from rdistill.data.batch import PackedBatch
 from rdistill.data.packing import auto_pack_tokens, pack
 from rdistill.flops.hardware import peak_flops
 from rdistill.flops.ledger import FlopLedger, ModelShape, StepFlops, train_step_flops
+from rdistill.checkpoint import Checkpointing
+from rdistill.distributed import (
+    AGREEMENT_EVERY,
+    World,
+    all_sum,
+    barrier,
+    check_agreement,
+    padded_count,
+    sync_gradients,
+    wrap,
+)
 from rdistill.memory import PeakMemory
-from rdistill.model import KernelPlan, packed_loss_sum, resolve_kernels
+from rdistill.model import KernelPlan, resolve_kernels
 from rdistill.precision import Weights
 
 Document = tuple[np.ndarray, np.ndarray]  # (input_ids, loss_mask)
@@ -131,6 +142,7 @@ class ArmOutcome:
     step_seconds: float = 0.0  # time in optimizer steps only (no data preparation)
     peak_flops: float | None = None
     peak_memory: int | None = None  # the largest step's peak memory, bytes
+    module: torch.nn.Module | None = None  # what trained: the student as DDP or FSDP2 wrapped it (rdistill.distributed)
 
     @property
     def mfu(self) -> float | None:
@@ -173,23 +185,6 @@ def _optimizer(params: list[torch.Tensor], cfg: TrainConfig, lr: float) -> torch
     )
 
 
-@dataclass(frozen=True)
-class Checkpointing:
-    """Where and how often a trainer writes checkpoints, and whether it starts from the latest one."""
-
-    root: Path
-    every: float
-    """N >= 1: every N steps; 0 < N < 1: every time that fraction of the budget (or samples) is spent."""
-    resume: bool = False
-
-    def due(self, steps: int, before: float, after: float) -> bool:
-        """Whether the step that took the run to ``steps`` steps (``before`` -> ``after`` of its budget)
-        ends on a checkpoint."""
-        if self.every >= 1:
-            return steps % int(self.every) == 0
-        return self.every > 0 and math.floor(after / self.every) > math.floor(before / self.every)
-
-
 class Trainer:
     """Trains ``net`` in place on ``docs`` until the budget (or sample count) of ``cfg`` is spent.
 
@@ -210,6 +205,7 @@ class Trainer:
         segments: Segments | None = None,
         device: torch.device | str = "cpu",
         checkpoints: Checkpointing | None = None,
+        world: World | None = None,
     ) -> None:
         if not docs:
             raise ValueError("no training documents")
@@ -222,9 +218,12 @@ class Trainer:
         self.ledger = FlopLedger()
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
+        self.world = world or World(device=str(device))
+        self.module = wrap(net, kernels, self.world)  # the loss's forward, in DDP or FSDP2 across ranks
         self.weights = Weights(net)
         self.opt = _optimizer(self.weights.trained, cfg, lr)
-        self.peak = peak_flops(device, kernels.dtype)
+        peak = peak_flops(device, kernels.dtype)
+        self.peak = peak * self.world.size if peak else None  # the step's FLOPs are the whole world's
         self.peak_remeasured = False
         self.memory = PeakMemory(device)
         self.checkpoints = checkpoints
@@ -262,11 +261,18 @@ class Trainer:
         return PackedBatch.from_documents([(self.docs[i][0][:c], self.docs[i][1][:c]) for i in idx], doc_ids=tuple(idx))
 
     def _cost(self, batches: list[PackedBatch]) -> StepFlops:
-        return train_step_flops(
+        k = self.kernels
+        cost = train_step_flops(
             self.shape, [n for b in batches for n in b.doc_lengths], sum(b.num_loss_tokens for b in batches),
-            attn_impl=self.kernels.attention, ce_impl=self.kernels.loss, attn_dtype=self.kernels.dtype,
-            recompute=self.kernels.recompute,
+            attn_impl=k.attention, ce_impl=k.loss, attn_dtype=k.dtype, recompute=k.recompute,
         )
+        idle = padded_count(len(batches), self.world.size) * self.world.size - len(batches)
+        if not idle:
+            return cost
+        # ranks short of a pack run a zero-weight two-token one: executed work, never useful
+        dummy = train_step_flops(self.shape, [2], 1, attn_impl=k.attention, ce_impl=k.loss, attn_dtype=k.dtype,
+                                 recompute=k.recompute)
+        return replace(cost, executed={c: v + idle * dummy.executed[c] for c, v in cost.executed.items()})
 
     def _trim(self, packs: list[list[int]], room: float) -> list[list[int]]:
         """The longest prefix of the step's documents whose FLOPs fit in ``room`` (every count is
@@ -307,17 +313,36 @@ class Trainer:
         scale = self.weights.loss_scale
         denominator = max(plan.cost.num_loss_tokens, 1)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        for b in plan.batches:
-            part = packed_loss_sum(self.net, b.to(self.device), self.kernels) / denominator
-            (part * scale if scale != 1.0 else part).backward()
-            loss += part.detach().double()
-        value = loss.item()
+        w = self.world
+        micro = self._my_batches(plan)
+        for i, (b, weight) in enumerate(micro):
+            with sync_gradients(self.module, w, enabled=i == len(micro) - 1):
+                part = self.module(b.to(self.device)) / denominator
+                # DDP and FSDP2 average gradients over ranks: x world size makes the sum the step's gradient
+                grad_part = part * (weight * w.size) if w.distributed else part
+                (grad_part * scale if scale != 1.0 else grad_part).backward()
+            loss += part.detach().double() * weight
+        value = all_sum(loss.item(), w)
         if not math.isfinite(value):
             raise NonFiniteLoss(
                 f"the loss became {value} at step {self.steps + 1} (lr {lr:.3g}); "
                 "lower the learning rate (--lr) or check the data"
             )
         return value, self.weights.step(self.opt, self.cfg.grad_clip)
+
+    def _my_batches(self, plan: StepPlan) -> list[tuple[PackedBatch, float]]:
+        """This rank's packs of the step (every world-size-th), each with its weight; padded with
+        zero-weight packs to as many as any rank has, so that every rank makes the same collectives."""
+        w = self.world
+        if not w.distributed:
+            return [(b, 1.0) for b in plan.batches]
+        mine = [(b, 1.0) for b in plan.batches[w.rank :: w.size]]
+        return mine + [(self._dummy(), 0.0)] * (padded_count(len(plan.batches), w.size) - len(mine))
+
+    def _dummy(self) -> PackedBatch:
+        """A two-token pack with one label: a rank's share of a step with fewer packs than ranks."""
+        ids = self.docs[0][0][:2] if len(self.docs[0][0]) >= 2 else np.zeros(2, dtype=np.int64)
+        return PackedBatch.from_documents([(ids, np.array([False, True]))])
 
     def account(
         self, plan: StepPlan, lr: float, loss: float, seconds: float, *, peak_memory: int | None = None,
@@ -337,6 +362,8 @@ class Trainer:
         if self.peak and not self.peak_remeasured and cost.total("executed") > self.peak * seconds:
             self.peak_remeasured = True  # over 100%: the peak was measured too low (a busy machine); once per arm
             self.peak = peak_flops(self.device, self.kernels.dtype, refresh=True)
+        if self.steps % AGREEMENT_EVERY == 0 or plan.trimmed:
+            check_agreement([self.steps, self.ledger.total("exact"), self.samples], self.world, "the steps and FLOPs")
         peak = self.peak
         return StepRecord(
             step=self.steps, lr=lr, loss=loss, tokens=step_tokens, loss_tokens=cost.num_loss_tokens,
@@ -390,10 +417,17 @@ class Trainer:
             if stopped_by != "data":
                 break
             if self.checkpoints is not None and self.checkpoints.due(self.steps, before, after):
-                self.save(self.checkpoints.root)
+                self._checkpoint()
         self.stopped_by = stopped_by
         if self.checkpoints is not None and self.checkpoints.every > 0 and self.steps:
-            self.save(self.checkpoints.root)  # the end of training: a resume goes straight to what follows
+            self._checkpoint()  # the end of training: a resume goes straight to what follows
+
+    def _checkpoint(self) -> None:
+        """Save a checkpoint (the main rank; under DDP every rank's state is the same), then let every
+        rank go on together."""
+        if self.world.is_main:
+            self.save(self.checkpoints.root)
+        barrier(self.world)
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -448,9 +482,12 @@ def train_arm(
     on_step: Callable[[StepRecord, FlopLedger], None] | None = None,
     device: torch.device | str = "cpu",
     checkpoints: Checkpointing | None = None,
+    world: World | None = None,
 ) -> ArmOutcome:
     """Train one arm (a ``Trainer`` run to its end); ``kernels`` defaults to ``resolve_kernels(net, device)``."""
     kernels = kernels or resolve_kernels(net, device)
     trainer = Trainer(net, docs, cfg, lr=lr, seed=seed, kernels=kernels, segments=segments, device=device,
-                      checkpoints=checkpoints)
-    return trainer.train(on_step)
+                      checkpoints=checkpoints, world=world)
+    outcome = trainer.train(on_step)
+    outcome.module = trainer.module
+    return outcome

@@ -16,7 +16,7 @@ from rdistill.results import ResultsError, RunResults
 from rdistill.typed import field_docs, field_type
 
 runner = CliRunner()
-CLI_ONLY = {"config", "overwrite", "help", "resume"}
+CLI_ONLY = {"config", "overwrite", "help", "resume", "nproc"}
 
 
 def _flags(command: str) -> set[str]:

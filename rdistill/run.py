@@ -213,9 +213,12 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
     """Train and evaluate every arm; returns (and writes) results.json's content. ``cfg`` may be the
     result of ``prepare`` (whose checks then are not repeated).
 
-    ``resume``: ``cfg.out`` holds an interrupted run of this config (rdistill.runfolder.resume_config reads it): arms it
-    completed are kept as they are, the arm it was training goes on from its latest checkpoint (or starts
-    again without one), and the remaining arms follow."""
+    ``resume``: ``cfg.out`` holds an interrupted run of this config (rdistill.runfolder.resume_config
+    reads it): arms it completed are kept as they are, the arm it was training goes on from its latest
+    checkpoint (or starts again without one), and the remaining arms follow.
+
+    Under torchrun (``cfg.parallel``, rdistill.distributed) every rank calls this; the main rank writes
+    the run folder and evaluates, the others train their share and write into a scratch folder."""
     hooks = hooks or _Quiet()
     prep = cfg if isinstance(cfg, Prepared) else prepare(cfg, hooks.message)
     cfg, source = prep.cfg, prep.source

@@ -131,9 +131,8 @@ class LogHooks:
         self.tokens += rec.tokens
         self.seconds += rec.seconds
         self.mfu_seconds = None if rec.mfu is None or self.mfu_seconds is None else self.mfu_seconds + rec.mfu * rec.seconds
-        memory = getattr(rec, "peak_memory", None)
-        if memory is not None:
-            self.peak_memory = max(memory, self.peak_memory or 0)
+        if rec.peak_memory is not None:
+            self.peak_memory = max(rec.peak_memory, self.peak_memory or 0)
         if not self.every or rec.step % self.every:
             return
         seconds = max(self.seconds, 1e-9)

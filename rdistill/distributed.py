@@ -18,6 +18,7 @@ of the same global step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -114,8 +115,6 @@ def wrap(net: torch.nn.Module, kernels: KernelPlan, w: World) -> torch.nn.Module
 def sync_gradients(module: torch.nn.Module, w: World, enabled: bool):
     """A context in which a backward does (or, for all but a step's last pack, does not) reduce
     gradients across ranks."""
-    import contextlib
-
     if not w.distributed:
         return contextlib.nullcontext()
     if w.parallel == "ddp":
@@ -161,11 +160,8 @@ def barrier(w: World) -> None:
 
 
 def full_model_state(module: torch.nn.Module, w: World) -> dict[str, torch.Tensor] | None:
-    """The student's full (unsharded) state dict on the main rank (None elsewhere), from the module
-    ``wrap`` returned; a collective under FSDP2: every rank calls it."""
-    if not w.distributed or w.parallel == "ddp":
-        net = module.module.net if w.parallel == "ddp" and w.distributed else module.net
-        return net.state_dict() if w.is_main else None
+    """The student's full state dict gathered from its FSDP2 shards (``module`` as ``wrap`` returned it)
+    onto the main rank (None elsewhere); a collective: every rank calls it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -37,8 +37,9 @@ class Weights:
     def __init__(self, net: torch.nn.Module) -> None:
         self.params = list(dict.fromkeys(net.parameters()))
         dtype = self.params[0].dtype
-        low = dtype != torch.float32
-        self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params] if low else None
+        # fp32 masters (``.float()`` of a bf16/fp16 tensor is a copy)
+        self.master = ([p.detach().float().requires_grad_(True) for p in self.params]
+                       if dtype != torch.float32 else None)
         self.scaler = LossScaler() if dtype == torch.float16 else None
 
     @property

@@ -267,10 +267,9 @@ class _ArmRunner:
                  *, resume: bool = False, run_out: Path | None = None) -> None:
         self.prep, self.results, self.out, self.hooks, self.device = prep, results, out, hooks, w.device
         self.world, self.run_out, self.resume = w, run_out or out, resume
-        device = w.device
         self.costs: tuple[float, float] | None = None
         self.kernels: KernelPlan | None = None
-        self.dtype = resolve_dtype(prep.cfg.model.dtype, prep.cfg.model.name, device)
+        self.dtype = resolve_dtype(prep.cfg.model.dtype, prep.cfg.model.name, w.device)
 
     def _student(self):
         cfg = self.prep.cfg

@@ -44,13 +44,13 @@ import numpy as np
 import torch
 
 from rdistill import checkpoint
+from rdistill.checkpoint import Checkpointing
 from rdistill.config import TrainConfig
 from rdistill.data import curriculum
 from rdistill.data.batch import PackedBatch
 from rdistill.data.packing import auto_pack_tokens, pack
 from rdistill.flops.hardware import peak_flops
 from rdistill.flops.ledger import FlopLedger, ModelShape, StepFlops, train_step_flops
-from rdistill.checkpoint import Checkpointing
 from rdistill.distributed import (
     AGREEMENT_EVERY,
     World,
@@ -390,7 +390,7 @@ class Trainer:
             steps=self.steps, samples=self.samples, train_tokens=self.tokens, loss_tokens=self.loss_tokens,
             epochs=self.samples / len(self.docs), seconds=time.perf_counter() - t0, final_loss=self.final_loss,
             ledger=self.ledger, stopped_by=self.stopped_by or "data", step_seconds=self.step_seconds,
-            peak_flops=self.peak, peak_memory=self.peak_memory,
+            peak_flops=self.peak, peak_memory=self.peak_memory, module=self.module,
         )
 
     def _train_steps(self, stream: Iterator[list[list[int]]], on_step) -> None:
@@ -488,6 +488,4 @@ def train_arm(
     kernels = kernels or resolve_kernels(net, device)
     trainer = Trainer(net, docs, cfg, lr=lr, seed=seed, kernels=kernels, segments=segments, device=device,
                       checkpoints=checkpoints, world=world)
-    outcome = trainer.train(on_step)
-    outcome.module = trainer.module
-    return outcome
+    return trainer.train(on_step)

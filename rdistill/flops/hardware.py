@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from rdistill.io import write_json_atomic
+from rdistill.model import DTYPES
 
 # name fragment -> {dtype: dense FLOP/s}; the first fragment found in the device name wins
 GPU_PEAKS: dict[str, dict[str, float]] = {
@@ -36,7 +37,7 @@ GPU_PEAKS: dict[str, dict[str, float]] = {
     "A10G": {"bf16": 70e12, "fp16": 70e12, "fp32": 31.2e12, "tf32": 35e12},
     "RTX 4090": {"bf16": 165e12, "fp16": 165e12, "fp32": 82.6e12, "tf32": 82.6e12},
 }
-DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 def _cache_path() -> Path:

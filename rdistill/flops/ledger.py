@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rdistill.kernels import linear_ce_flops, varlen_attention_flops
-from rdistill.model import count_parameters
+from rdistill.model import RECOMPUTE, count_parameters
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -276,8 +276,8 @@ def train_step_flops(
     MLP but its output matmul) a second time in backward, "selective" every layer's MLP (but its output
     matmul); that second forward is added to the executed count of its component, never to exact.
     """
-    if recompute not in ("none", "full", "selective"):
-        raise ValueError(f"unknown recompute mode {recompute!r}; choose one of none, full, selective")
+    if recompute not in RECOMPUTE:
+        raise ValueError(f"unknown recompute mode {recompute!r}; choose one of {', '.join(RECOMPUTE)}")
     lengths = [int(l) for l in doc_lengths]
     if not lengths or min(lengths) < 1:
         raise ValueError(f"doc_lengths must be one or more positive lengths, got {list(doc_lengths)}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rdistill.cli import data_cmds, flops_cmd  # noqa: F401  (they register their commands)
@@ -79,9 +80,31 @@ def torchrun_argv(argv: list[str], nproc: int) -> list[str]:
             skip = True
         elif not a.startswith("--nproc="):
             args.append(a)
-    if not any(a == "--parallel" or a.startswith("--parallel=") for a in args):
+    named = {a.split("=")[0] for a in args}
+    if not named & {"--parallel", "--resume"}:  # a resumed run keeps its own --parallel
         args += ["--parallel", "ddp"]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "-m", "rdistill", *args]
+
+
+def resume_hint(out: Path) -> str:
+    """The command that resumes the run folder ``out`` (under torchrun when this is a torchrun job)."""
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    if ranks == 1:
+        return f"rdistill train --resume {out}"
+    if ranks == int(os.environ.get("LOCAL_WORLD_SIZE", ranks)):
+        return f"rdistill train --resume {out} --nproc {ranks}"
+    return f"the same torchrun command with: -m rdistill train --resume {out}"
+
+
+def _rank_failed(out: Path, e: BaseException) -> None:
+    """Under torchrun: a collective failed (another rank died, or the network); say so (the main rank)
+    and exit before torchrun's SIGTERM can interrupt the message. The run folder says "failed" and resumes."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    rank = os.environ.get("RANK", "0")
+    console.print(f"[red]error[/]: rank {rank} stopped: {type(e).__name__}: {escape(str(e).splitlines()[0][:300])}\n"
+                  "Another rank of this job has probably died (torchrun's report names it). Finished arms and the "
+                  f"latest checkpoint are kept in {out}; go on with: {resume_hint(out)}")
+    raise typer.Exit(1)
 
 
 def _train(config: Path | None, overwrite: bool, resume: Path | None, nproc: int | None, **given: Any) -> None:
@@ -126,7 +149,7 @@ def _train(config: Path | None, overwrite: bool, resume: Path | None, nproc: int
             results = run(prepared, hooks, resume=resume is not None)
     except KeyboardInterrupt as e:
         console.print(f"[yellow]interrupted[/]: finished arms are kept in {out}/results.json; "
-                      f"go on with: rdistill train --resume {out}")
+                      f"go on with: {resume_hint(out)}")
         raise typer.Exit(143 if isinstance(e, Terminated) else 130)
     except NonFiniteLoss as e:
         fail(f"{e} (run folder {out})")
@@ -134,6 +157,10 @@ def _train(config: Path | None, overwrite: bool, resume: Path | None, nproc: int
         fail(e)
     except OSError as e:
         fail(f"cannot write the run folder {out}: {e.strerror or e}")
+    except RuntimeError as e:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            _rank_failed(out, e)
+        raise
     if os.environ.get("RANK", "0") != "0":
         return
     for table in summary_tables(results):

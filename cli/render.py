@@ -155,7 +155,7 @@ class LogHooks:
 
     def eval_progress(self, arm, done):
         tenth = max(math.ceil(self.eval_n / 10), 1)
-        before, self.eval_done = self.eval_done, self.eval_done + done
+        before, self.eval_done = self.eval_done, min(self.eval_n, self.eval_done + done)
         if self.eval_done // tenth > before // tenth or self.eval_done >= self.eval_n:
             self._print(f"{arm}: evaluated {self.eval_done} / {self.eval_n}")
 

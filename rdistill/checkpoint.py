@@ -4,7 +4,9 @@ A checkpoint is a folder ``ROOT/step-NNNNNNNN`` holding tensors in safetensors f
 the model's parameters, fp32 master weights, optimizer state, RNG states) and everything else in
 ``state.json``; nothing is pickled. It is written as ``ROOT/.tmp-step-NNNNNNNN`` and renamed into place
 when complete, so a process killed while saving leaves the previous checkpoint intact; older ones are
-removed after the rename. ``latest`` ignores anything that is not a complete checkpoint.
+removed after the rename. ``latest`` ignores anything that is not a complete checkpoint. A checkpoint
+of an FSDP2 run also holds a ``sharded/`` folder that every rank writes into the staging folder with
+torch.distributed.checkpoint before the main rank commits it (rdistill.train_checkpoint).
 """
 
 from __future__ import annotations
@@ -55,14 +57,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(root: Path, step: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:
-    """Write checkpoint ``step`` under ``root`` (groups of named tensors, a JSON-able state) atomically;
-    returns its folder. Older checkpoints under ``root`` are removed once it is in place."""
+def staging(root: Path, step: int) -> Path:
+    """The folder checkpoint ``step`` is written into before ``commit`` renames it into place."""
+    return root / f".tmp-{PREFIX}{step:08d}"
+
+
+def open_staging(root: Path, step: int) -> Path:
+    """An empty staging folder for checkpoint ``step`` (others may write into it before ``commit``)."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp-{final.name}"
+    tmp = staging(root, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    return tmp
+
+
+def commit(root: Path, step: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:
+    """Write the tensor groups and the JSON-able state into checkpoint ``step``'s staging folder, then
+    rename it into place atomically; returns its folder. Older checkpoints under ``root`` are removed
+    once it is in place."""
+    tmp, final = staging(root, step), root / f"{PREFIX}{step:08d}"
     for group, named in tensors.items():
         if named:
             save_file({k: v.detach().contiguous().cpu() for k, v in named.items()}, str(tmp / f"{group}.safetensors"))

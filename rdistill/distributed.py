@@ -5,7 +5,10 @@ WORLD_SIZE, MASTER_ADDR, ...; gloo on CPU, nccl on CUDA, with a timeout so that 
 on a dead one) or, without torchrun, is a world of one. ``--parallel ddp`` wraps the student in
 DistributedDataParallel, ``--parallel fsdp`` shards it with FSDP2 (``fully_shard`` per decoder layer,
 then the whole), both around ``LossModule`` so that the forward that computes the loss is the wrapped
-module's own (the wrappers' hooks see it).
+module's own (the wrappers' hooks see it). Under FSDP2 the sharded parameters are fp32 master weights
+and its ``MixedPrecisionPolicy`` gathers them in ``--dtype`` for compute (gradients reduced in fp32);
+checkpoints are sharded too (``save_sharded``/``load_sharded``: torch.distributed.checkpoint, which
+reshards for another world size), and the trained student is gathered whole for saving and evaluation.
 
 The step plan (rdistill.train) is global and deterministic: every rank computes the same packs of the
 same step, trims them to the same budget and records the same FLOPs in its ledger. Each rank trains
@@ -14,6 +17,11 @@ pack so that every rank makes the same collectives (and that work is counted as 
 loss of a pack is divided by the global step's loss tokens and multiplied by the world size, because
 DDP and FSDP2 average gradients over ranks: the sum over ranks is then the single-process gradient
 of the same global step.
+
+Evaluation is split the same way (each rank generates for every world-size-th held-out prompt,
+``gather_objects`` puts them back in order) and the main rank writes the run folder. A rank that dies
+makes the others' next collective fail (gloo and nccl notice a closed peer; ``TIMEOUT`` bounds the
+rest), torchrun stops the job, and the run folder keeps what a resume needs.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -49,6 +58,11 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.size > 1
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the student's parameters and optimizer state are sharded over the ranks (FSDP2)."""
+        return self.distributed and self.parallel == "fsdp"
 
 
 def launched_size() -> int:
@@ -104,11 +118,14 @@ def wrap(net: torch.nn.Module, kernels: KernelPlan, w: World) -> torch.nn.Module
 
         device_ids = [w.local_rank] if torch.cuda.is_available() else None
         return DistributedDataParallel(module, device_ids=device_ids)
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    # the sharded parameters are fp32 (they are the master weights); each layer's are gathered in the
+    # compute dtype (--dtype) for its forward and backward, and gradients are reduced in fp32
+    policy = MixedPrecisionPolicy(param_dtype=kernels.dtype, reduce_dtype=torch.float32)
     for layer in net.model.layers:
-        fully_shard(layer)
-    fully_shard(module)
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(module, mp_policy=policy)
     return module
 
 
@@ -159,10 +176,45 @@ def barrier(w: World) -> None:
         dist.barrier()
 
 
-def full_model_state(module: torch.nn.Module, w: World) -> dict[str, torch.Tensor] | None:
+def full_model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The student's full state dict gathered from its FSDP2 shards (``module`` as ``wrap`` returned it)
-    onto the main rank (None elsewhere); a collective: every rank calls it."""
+    onto every rank; a collective: every rank calls it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {k.removeprefix("net."): v for k, v in state.items()} if w.is_main else None
+    state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+    return {k.removeprefix("net."): v for k, v in state.items()}
+
+
+def save_sharded(module: torch.nn.Module, opt: torch.optim.Optimizer, path: Path) -> None:
+    """Write the FSDP2 student's and optimizer's shards into the folder ``path`` with
+    torch.distributed.checkpoint (every rank writes its own; a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(module, opt)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(path))
+
+
+def load_sharded(module: torch.nn.Module, opt: torch.optim.Optimizer, path: Path) -> None:
+    """Read what ``save_sharded`` wrote into the FSDP2 student and optimizer (torch.distributed.checkpoint
+    reshards: the world may have another size than the one that wrote it)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(module, opt)
+    state = {"model": model_state, "optimizer": optim_state}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(module, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def gather_objects(items: list, w: World) -> list:
+    """Every rank's ``items`` (its share ``rank::size`` of a list) put back into the list's order, on
+    every rank; a collective."""
+    if not w.distributed:
+        return items
+    shares: list = [None] * w.size
+    dist.all_gather_object(shares, items)
+    out = []
+    for i in range(max(len(s) for s in shares)):
+        out.extend(s[i] for s in shares if i < len(s))
+    return out

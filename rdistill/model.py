@@ -132,11 +132,12 @@ class KernelPlan:
 
 def resolve_kernels(
     net: PreTrainedModel, device: torch.device | str, *, attention: str = "auto", loss: str = "auto",
-    recompute: str = "none",
+    recompute: str = "none", dtype: torch.dtype | None = None,
 ) -> KernelPlan:
     """The kernel implementations ``net`` runs on ``device`` ("auto": the kernels' own choice, once), and
-    the recomputation ``apply_recompute`` installed on it."""
-    dtype = next(net.parameters()).dtype
+    the recomputation ``apply_recompute`` installed on it. ``dtype``: the compute dtype when it is not the
+    parameters' own (FSDP2 gathers fp32 parameters in it)."""
+    dtype = dtype or next(net.parameters()).dtype
     config = net.config.get_text_config()
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return KernelPlan(

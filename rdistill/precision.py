@@ -6,7 +6,9 @@ of the weights, with fp32 AdamW state, and every step copies them back into the 
 update of lr x gradient is far below bf16's resolution of a weight (8 bits of mantissa), so without
 fp32 masters small learning rates would round to no update at all. fp16 also scales the loss
 (``LossScaler``), because its gradients would otherwise underflow. An fp32 model has no masters: the
-optimizer steps its parameters directly, exactly as plain PyTorch would.
+optimizer steps its parameters directly, exactly as plain PyTorch would. Under FSDP2 the sharded fp32
+parameters are themselves the masters (rdistill.distributed gathers them in the compute dtype): no
+copies, and fp16 compute still scales the loss.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ class Weights:
     """A model's trainable weights as the optimizer sees them (``trained``: fp32 masters for a bf16 or
     fp16 model, else the parameters themselves), and the step that applies its gradients."""
 
-    def __init__(self, net: torch.nn.Module) -> None:
+    def __init__(self, net: torch.nn.Module, compute: torch.dtype | None = None) -> None:
+        """``compute``: the dtype the forward and backward run in, when it is not the parameters' own
+        (FSDP2's mixed precision)."""
         self.params = list(dict.fromkeys(net.parameters()))
         dtype = self.params[0].dtype
         # fp32 masters (``.float()`` of a bf16/fp16 tensor is a copy)
         self.master = ([p.detach().float().requires_grad_(True) for p in self.params]
                        if dtype != torch.float32 else None)
-        self.scaler = LossScaler() if dtype == torch.float16 else None
+        self.scaler = LossScaler() if (compute or dtype) == torch.float16 else None
 
     @property
     def trained(self) -> list[torch.Tensor]:
@@ -59,26 +63,29 @@ class Weights:
     def step(self, opt: torch.optim.Optimizer, grad_clip: float) -> bool:
         """Unscale, clip and take the optimizer step on the trained weights (then round the masters
         into the model); False when fp16 gradients overflowed and the step was skipped."""
-        if self.master is None:
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.params, grad_clip)
-            opt.step()
-            return True
         scale = self.loss_scale
-        for p, m in zip(self.params, self.master):
-            m.grad = None if p.grad is None else p.grad.float().div_(scale)
-            p.grad = None
+        if self.master is not None:
+            for p, m in zip(self.params, self.master):
+                m.grad = None if p.grad is None else p.grad.float().div_(scale)
+                p.grad = None
+        elif scale != 1.0:
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.div_(scale)
+        trained = self.trained
         if self.scaler is not None:
-            finite = bool(torch.isfinite(torch.nn.utils.get_total_norm([m.grad for m in self.master if m.grad is not None])))
+            norm = torch.nn.utils.get_total_norm([m.grad for m in trained if m.grad is not None])
+            finite = bool(torch.isfinite(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))  # FSDP2: a DTensor
             self.scaler.update(finite)
             if not finite:
                 return False
         if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.master, grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained, grad_clip)
         opt.step()
-        with torch.no_grad():
-            for p, m in zip(self.params, self.master):
-                p.copy_(m)
+        if self.master is not None:
+            with torch.no_grad():
+                for p, m in zip(self.params, self.master):
+                    p.copy_(m)
         return True
 
     def state(self) -> tuple[dict[str, dict[str, torch.Tensor]], list | None]:
@@ -87,7 +94,16 @@ class Weights:
             "model": {f"p{i}": p for i, p in enumerate(self.params)},
             "master": {f"p{i}": m for i, m in enumerate(self.master or [])},
         }
-        return tensors, [self.scaler.scale, self.scaler.clean_steps] if self.scaler else None
+        return tensors, self.loss_scale_state()
+
+    def loss_scale_state(self) -> list | None:
+        return [self.scaler.scale, self.scaler.clean_steps] if self.scaler else None
+
+    def load_loss_scale(self, state: list | None) -> None:
+        if self.scaler is not None:
+            if state is None:
+                raise ValueError("the checkpoint has no loss scale (it was not written by an fp16 run)")
+            self.scaler.scale, self.scaler.clean_steps = state
 
     def load(self, tensors: dict[str, dict[str, torch.Tensor]], loss_scale: list | None) -> None:
         """Restore what ``state`` returned; ValueError when it is another model's."""
@@ -98,5 +114,4 @@ class Weights:
                 p.copy_(tensors["model"][f"p{i}"])
             for i, m in enumerate(self.master or []):
                 m.copy_(tensors["master"][f"p{i}"])
-        if self.scaler is not None:
-            self.scaler.scale, self.scaler.clean_steps = loss_scale
+        self.load_loss_scale(loss_scale)

@@ -217,8 +217,9 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
     reads it): arms it completed are kept as they are, the arm it was training goes on from its latest
     checkpoint (or starts again without one), and the remaining arms follow.
 
-    Under torchrun (``cfg.parallel``, rdistill.distributed) every rank calls this; the main rank writes
-    the run folder and evaluates, the others train their share and write into a scratch folder."""
+    Under torchrun (``cfg.parallel``, rdistill.distributed) every rank calls this: each trains and
+    evaluates its share; the main rank writes the run folder, the others write into a scratch folder
+    (checkpoints go into the run folder from every rank: it must be on a filesystem they all see)."""
     hooks = hooks or _Quiet()
     prep = cfg if isinstance(cfg, Prepared) else prepare(cfg, hooks.message)
     cfg, source = prep.cfg, prep.source
@@ -271,13 +272,16 @@ class _ArmRunner:
         self.kernels: KernelPlan | None = None
         self.dtype = resolve_dtype(prep.cfg.model.dtype, prep.cfg.model.name, w.device)
 
-    def _student(self):
-        cfg = self.prep.cfg
+    def _student(self, dtype: torch.dtype | None = None):
+        """A fresh student in ``dtype`` (by default the run's); under FSDP2 in fp32, the sharded master
+        weights that its mixed-precision policy gathers in the run's dtype."""
+        cfg, w = self.prep.cfg, self.world
+        dtype = dtype or (torch.float32 if w.sharded else self.dtype)
         net = build_student(cfg.model.name, len(self.prep.tok), tokens=_token_ids(self.prep.tok), seed=cfg.seed,
-                            dtype=self.dtype).to(self.device)
+                            dtype=dtype).to(self.device)
         apply_recompute(net, cfg.train.recompute)
         # once per run: every arm's student is alike
-        self.kernels = self.kernels or resolve_kernels(net, self.device, recompute=cfg.train.recompute)
+        self.kernels = self.kernels or resolve_kernels(net, self.device, recompute=cfg.train.recompute, dtype=self.dtype)
         return net
 
     def _checkpoints(self, arm_dir: Path) -> tuple[checkpoint.Checkpointing | None, dict | None]:
@@ -289,11 +293,6 @@ class _ArmRunner:
         elif root.exists() and self.world.is_main:
             shutil.rmtree(root)  # a stale checkpoint of a run this one replaces
         every = self.prep.cfg.train.save_every
-        if self.world.distributed and self.world.parallel == "fsdp":
-            if every:
-                self.hooks.message("no checkpoints under --parallel fsdp yet (its optimizer state is sharded): "
-                                   "an interrupted arm starts again")
-            return None, None
         if not every and state is None:
             return None, None
         return checkpoint.Checkpointing(root, every, resume=state is not None), state
@@ -348,25 +347,19 @@ class _ArmRunner:
                 raise
         _record_outcome(record, outcome, cfg.train, n_examples)
         net = self._trained(net, outcome)
-        if not self.world.is_main:  # the main rank saves and evaluates; the others wait for it
-            self.results.arms.append(record)
-            distributed.barrier(self.world)
-            return
-        net.save_pretrained(arm_dir / "model")
-        prep.tok.save_pretrained(arm_dir / "model")
+        if self.world.is_main:
+            net.save_pretrained(arm_dir / "model")
+            prep.tok.save_pretrained(arm_dir / "model")
         if cfg.eval.enabled:
-            held = prep.source.held_out
-            hooks.eval_started(arm, len(held))
             try:
-                gens = generate_answers(
-                    net, prep.tok, held, max_new_tokens=prep.max_new_tokens, batch_size=cfg.eval.batch_size,
-                    on_batch=lambda n: hooks.eval_progress(arm, n), system_prompt=cfg.data.system_prompt,
-                )
+                self._evaluate(arm, net, record, arm_dir)
             except KeyboardInterrupt as exc:
                 _stopped(self.results, record, "interrupted", exc, self.out / "results.json")
                 raise
-            _write_generations(arm_dir / "generations.jsonl", held, gens)
-            record.eval = summarise(gens, prep.source.chance, max_new_tokens=prep.max_new_tokens)
+        if not self.world.is_main:  # the main rank writes the run folder; the others wait for it
+            self.results.arms.append(record)
+            distributed.barrier(self.world)
+            return
         record.status = "complete"
         self.results.arms.append(record)
         self.results.beat()
@@ -375,19 +368,28 @@ class _ArmRunner:
         hooks.arm_finished(arm, record)
         distributed.barrier(self.world)
 
+    def _evaluate(self, arm: str, net, record: ArmResult, arm_dir: Path) -> None:
+        """Generate on the held-out set (each rank its share ``rank::size``, gathered) and score it."""
+        prep, w = self.prep, self.world
+        held = prep.source.held_out
+        self.hooks.eval_started(arm, len(held))
+        mine = generate_answers(
+            net, prep.tok, held[w.rank :: w.size], max_new_tokens=prep.max_new_tokens,
+            batch_size=prep.cfg.eval.batch_size, system_prompt=prep.cfg.data.system_prompt,
+            on_batch=lambda n: self.hooks.eval_progress(arm, n * w.size),  # the main rank's share, scaled
+        )
+        gens = distributed.gather_objects(mine, w)
+        if w.is_main:
+            _write_generations(arm_dir / "generations.jsonl", held, gens)
+        record.eval = summarise(gens, prep.source.chance, max_new_tokens=prep.max_new_tokens)
+
     def _trained(self, net, outcome: ArmOutcome):
-        """The trained student, whole: under FSDP2 its shards gathered into a fresh copy on the main rank
-        (every rank takes part in the gathering)."""
-        w = self.world
-        if not (w.distributed and w.parallel == "fsdp"):
+        """The trained student, whole, on every rank: under FSDP2 its shards gathered into a fresh copy in
+        the run's dtype."""
+        if not self.world.sharded:
             return net
-        state = distributed.full_model_state(outcome.module, w)
-        if not w.is_main:
-            return net
-        cfg = self.prep.cfg
-        whole = build_student(cfg.model.name, len(self.prep.tok), tokens=_token_ids(self.prep.tok), seed=cfg.seed,
-                              dtype=self.dtype).to(self.device)
-        whole.load_state_dict(state)
+        whole = self._student(self.dtype)
+        whole.load_state_dict(distributed.full_model_state(outcome.module))
         return whole
 
 

@@ -21,10 +21,8 @@ Precision: a bf16 or fp16 student trains with fp32 master weights and optimizer 
 a loss scale), see rdistill.precision.
 
 Checkpoints (``Checkpointing``): every N steps or every fraction of the budget, and when training ends,
-the model, master weights, optimizer, loss scale, torch RNG, counters and the ledger are written
-(rdistill.checkpoint). The data order is not stored: it is a deterministic function of the seed, so a
-resumed trainer replays the step stream up to the checkpoint's step without training on it, and goes
-on exactly as the uninterrupted run would (bit for bit on the same machine in fp32).
+everything the rest of training depends on is written (rdistill.train_checkpoint); a resumed trainer
+goes on exactly as the uninterrupted run would (bit for bit on the same machine in fp32).
 
 A ``Trainer`` has three parts per step: ``plan`` (the step's packs, its exact cost from the resolved
 ``KernelPlan``, trimmed to the budget), ``run`` (forward and backward per pack, clipping, the optimizer
@@ -38,12 +36,11 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from rdistill import checkpoint
+from rdistill import train_checkpoint
 from rdistill.checkpoint import Checkpointing
 from rdistill.config import TrainConfig
 from rdistill.data import curriculum
@@ -55,7 +52,6 @@ from rdistill.distributed import (
     AGREEMENT_EVERY,
     World,
     all_sum,
-    barrier,
     check_agreement,
     padded_count,
     sync_gradients,
@@ -220,7 +216,7 @@ class Trainer:
         torch.manual_seed(seed)
         self.world = world or World(device=str(device))
         self.module = wrap(net, kernels, self.world)  # the loss's forward, in DDP or FSDP2 across ranks
-        self.weights = Weights(net)
+        self.weights = Weights(net, kernels.dtype)  # under FSDP2 the parameters are fp32, the compute is not
         self.opt = _optimizer(self.weights.trained, cfg, lr)
         peak = peak_flops(device, kernels.dtype)
         self.peak = peak * self.world.size if peak else None  # the step's FLOPs are the whole world's
@@ -380,7 +376,7 @@ class Trainer:
         t0 = time.perf_counter()
         stream = self.step_stream()
         if self.checkpoints is not None and self.checkpoints.resume:
-            self._resume(stream)
+            train_checkpoint.restore(self, self.checkpoints.root, stream)
         if self.stopped_by is None:
             self._train_steps(stream, on_step)
         if self.steps == 0:
@@ -423,51 +419,8 @@ class Trainer:
             self._checkpoint()  # the end of training: a resume goes straight to what follows
 
     def _checkpoint(self) -> None:
-        """Save a checkpoint (the main rank; under DDP every rank's state is the same), then let every
-        rank go on together."""
-        if self.world.is_main:
-            self.save(self.checkpoints.root)
-        barrier(self.world)
-
-    # -- checkpoints ---------------------------------------------------------------------------------
-
-    COUNTERS = ("steps", "samples", "tokens", "loss_tokens", "step_seconds", "peak_memory", "final_loss", "stopped_by")
-
-    def save(self, root: Path) -> Path:
-        """Write a checkpoint of everything the rest of training depends on (see the module docstring)."""
-        opt_tensors, opt_rest = checkpoint.optimizer_state(self.opt)
-        tensors, loss_scale = self.weights.state()
-        tensors.update(optimizer=opt_tensors, rng=checkpoint.rng_state())
-        state = {
-            "counters": {k: getattr(self, k) for k in self.COUNTERS},
-            "ledger": self.ledger.to_dict(),
-            "optimizer": opt_rest,
-            "loss_scale": loss_scale,
-            "lr": self.lr,
-            "num_docs": len(self.docs),
-        }
-        return checkpoint.save(root, self.steps, tensors, state)
-
-    def _resume(self, stream: Iterator[list[list[int]]]) -> None:
-        """Restore the latest checkpoint (if any) and replay ``stream`` up to its step."""
-        path = checkpoint.latest(self.checkpoints.root)
-        if path is None:
-            return
-        tensors, state = checkpoint.load(path)
-        if state["num_docs"] != len(self.docs) or state["lr"] != self.lr:
-            raise ValueError(f"{path} was written by a different arm, student or data; it cannot be resumed here")
-        try:
-            self.weights.load(tensors, state["loss_scale"])
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}; it cannot be resumed here") from e
-        checkpoint.load_optimizer_state(self.opt, tensors.get("optimizer", {}), state["optimizer"])
-        checkpoint.set_rng_state(tensors["rng"])
-        for k, v in state["counters"].items():
-            setattr(self, k, v)
-        self.ledger = FlopLedger.from_dict(state["ledger"])
-        if self.stopped_by is None:
-            for _ in range(self.steps):  # the data order is the seed's: replay it up to the checkpoint
-                next(stream)
+        """Save a checkpoint (rdistill.train_checkpoint; every rank takes part and goes on together)."""
+        train_checkpoint.save(self, self.checkpoints.root)
 
 
 def train_arm(

@@ -6,49 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from launcher import LAUNCHER
 from rdistill.train import TIMING_FIELDS
 
 ARGS = ["--budget", "6e10", "--train-size", "300", "--eval-size", "12", "--pack-tokens", "256",
         "--save-every", "5", "--threads", "1", "--max-new-tokens", "24"]
-
-# Runs the CLI; with KILL_AT=arm:step the process SIGKILLs itself inside that step (after the optimizer
-# step, before its metrics line and checkpoint), as an out-of-memory killer or a dead node would.
-LAUNCHER = textwrap.dedent("""
-    import os, signal, sys
-    kill = os.environ.get("KILL_AT")
-    if kill:
-        import rdistill.train as train
-        arm_index, step = (int(x) for x in kill.split(":"))
-        real_init, real_account, seen = train.Trainer.__init__, train.Trainer.account, []
-
-        def init(self, *a, **k):
-            seen.append(self)
-            real_init(self, *a, **k)
-
-        def account(self, *a, **k):
-            rec = real_account(self, *a, **k)
-            if len(seen) == arm_index + 1 and self.steps == step:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return rec
-
-        train.Trainer.__init__, train.Trainer.account = init, account
-    if os.environ.get("KILL_IN_EVAL"):
-        import rdistill.run as run
-
-        def generate_answers(*a, **k):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        run.generate_answers = generate_answers
-    from rdistill.cli.main import main
-    sys.argv = ["rdistill", *sys.argv[1:]]
-    main()
-""")
 
 
 def _rdistill(args, kill_at=None, kill_in_eval=False):

@@ -22,7 +22,7 @@ import numpy as np
 from rdistill.config import RunConfig
 from rdistill.data.curriculum import ArmSpec
 from rdistill.data.schema import PairedExample
-from rdistill.evaluate import find_gold_answer
+from rdistill.scoring import find_gold_answer
 from rdistill.flops.ledger import ModelShape, train_step_flops
 from rdistill.train import document_size
 

@@ -55,7 +55,10 @@ class InferenceFlops:
 
 @dataclass
 class EvalResult:
-    """An arm's held-out evaluation: exact match of the final \\boxed{} answer."""
+    """An arm's held-out evaluation, scored by rdistill.scoring's rules: the last \\boxed{} answer after
+    ``</think>`` (the whole output in IFT mode), math-aware equivalence, option letters for multiple choice.
+
+    Fields after ``max_new_tokens`` came with those rules; a file from before has them None."""
 
     accuracy: float | None
     by_family: dict[str, float | None]
@@ -69,6 +72,22 @@ class EvalResult:
     mean_prompt_tokens: float | None
     inference_flops_per_query: InferenceFlops
     max_new_tokens: int | None = None
+    reasoning_mode: float | None = None
+    """Share of outputs in reasoning mode (they start with ``<think>``, or continue one the template opened)."""
+    reasoning_mode_by_family: dict[str, float | None] | None = None
+    no_answer: int | None = None
+    """Outputs with nothing to score: no \\boxed{} in the answer part, or a think block never closed."""
+    no_answer_by_family: dict[str, int] | None = None
+    truncated: int | None = None
+    """Outputs cut short: a think block never closed, or generation hit max_new_tokens without EOS."""
+    truncated_by_family: dict[str, int] | None = None
+    unclosed_think: int | None = None
+    """Outputs whose think block never closed (scored as no answer)."""
+    hit_max_new_tokens: int | None = None
+    """Outputs that reached max_new_tokens without EOS."""
+    scoring: str | None = None
+    """The scoring rules' version (rdistill.scoring.SCORING); None: the earlier rules (the last
+    \\boxed{} anywhere in the output, exact match)."""
 
 
 @dataclass

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from rdistill.evaluate import extract_boxed
+from rdistill.scoring import extract_boxed
 from rdistill.synthetic.teacher import FAMILIES, generate, make_splits
 
 

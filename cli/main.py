@@ -204,13 +204,14 @@ def _sweep(out: Path, config: Path | None, **given: Any) -> None:
         run_given = merge(overrides(SHARED_OPTIONS, given), {"train": {"budget_flops": grid["budgets"][0]}})
         base = build_run_config(config, run_given)
         cfg = from_dict(SweepConfig, {**grid, "base": base.to_dict()})
-        make_grid(cfg.models, cfg.arms, cfg.budgets)  # checks the arms before the study folder is touched
+        make_grid(cfg.models, cfg.arms, cfg.budgets, cfg.seeds)  # checks the arms before the study folder is touched
         hooks_for = SweepHooks(cfg, out)  # --log tensorboard without tensorboard installed fails here
     except ValueError as e:
         fail(e)
 
     def on_point(point, status, i, n):
-        label = f"[{i + 1}/{n}] {point.model} {point.arm} {point.budget:.2e}"
+        label = f"[{i + 1}/{n}] {point.model} {point.arm} {point.budget:.2e}" + (
+            f" seed {point.seed}" if point.seed is not None else "")
         color = {"complete": "green", "failed": "red", "skipped": "dim"}.get(status, "bold")
         console.print(f"[{color}]{status}[/] {label}")
 

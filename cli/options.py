@@ -73,6 +73,9 @@ SHARED_OPTIONS: tuple[Option, ...] = (
     _opt("train.lr_reasoning"),
     _opt("train.warmup_frac", "--warmup"),
     _opt("train.decay_frac", "--decay"),
+    _opt("train.warmup_steps"),
+    _opt("train.decay_steps"),
+    _opt("train.batch_samples"),
     _opt("train.pack_tokens"),
     _opt("train.pack_mode"),
     _opt("train.packs_per_step"),
@@ -91,6 +94,7 @@ SHARED_OPTIONS: tuple[Option, ...] = (
     _opt("eval.max_new_tokens"),
     _opt("eval.enabled", "--eval/--no-eval"),
     _opt("seed"),
+    _opt("data.seed", "--data-seed"),
     _opt("threads"),
     _opt("parallel"),
     _opt("log_every"),
@@ -100,6 +104,9 @@ SWEEP_ONLY_OPTIONS: tuple[Option, ...] = (
     _opt("budgets", root=SweepConfig),
     _opt("models", root=SweepConfig),
     _opt("arms", root=SweepConfig),
+    _opt("seeds", root=SweepConfig),
+    _opt("seed_data", "--seed-data/--no-seed-data", root=SweepConfig),
+    _opt("model_lrs", root=SweepConfig),
 )
 TRAIN_OPTIONS = TRAIN_ONLY_OPTIONS + SHARED_OPTIONS
 SWEEP_OPTIONS = SWEEP_ONLY_OPTIONS + SHARED_OPTIONS
@@ -150,14 +157,21 @@ def _value(opt: Option, raw: Any) -> Any:
     if not isinstance(raw, str) or origin not in (dict, tuple):
         return raw
     if origin is dict:
-        return parse_column_map(raw)
+        mapping = parse_column_map(raw)
+        if typing.get_args(tp)[1] is not float:
+            return mapping
+        try:
+            return {k: float(v) for k, v in mapping.items()}
+        except ValueError as e:
+            raise ValueError(f"{opt.flag}: expected name=number pairs, got {raw!r}") from e
     items = [x.strip() for x in raw.split(",") if x.strip()]
-    if typing.get_args(tp)[0] is not float:
+    kind = typing.get_args(tp)[0]
+    if kind not in (float, int):
         return items
     try:
-        return [float(x) for x in items]
+        return [kind(x) for x in items]
     except ValueError as e:
-        raise ValueError(f"{opt.flag}: expected comma-separated numbers, got {raw!r}") from e
+        raise ValueError(f"{opt.flag}: expected comma-separated {'whole ' if kind is int else ''}numbers, got {raw!r}") from e
 
 
 def overrides(options: Sequence[Option], given: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from rdistill.tensorboard_log import TensorBoardHooks, summary_writer_class
 if TYPE_CHECKING:
     from rdistill.run import RunHooks
     from rdistill.sweep import SweepPoint
-    from rdistill.train import StepRecord
+    from rdistill.steps import StepRecord
 
 console = Console(stderr=True)
 LOG_WIDTH = 200
@@ -253,11 +253,11 @@ class SweepHooks:
         self._stack.close()
 
     def __call__(self, point: SweepPoint) -> FanOut:
-        from rdistill.sweep import point_config
+        from rdistill.sweep import sweep_point_config
 
         hooks = [self.display] if self.display is not None else []
         if self.cfg.base.log == "tensorboard":
-            out = Path(point_config(self.cfg.base, point, self.study).out)
+            out = Path(sweep_point_config(self.cfg, point, self.study).out)
             hooks.append(self._stack.enter_context(TensorBoardHooks(out / "tensorboard")))
         return FanOut(*hooks)
 
@@ -274,7 +274,7 @@ def summary_tables(results: RunResults) -> list[Table]:
         train.add_row(
             a.name + status, "-" if a.steps is None else str(a.steps), "-" if a.samples is None else str(a.samples),
             sci(a.train_tokens), sci(fl.exact), sci(fl.executed), sci(fl.paper), sci(fl.six_nd), pct(a.budget_used),
-            "unknown" if a.mfu is None else pct(a.mfu), f"{a.lr:.2g}",
+            "unknown" if a.mfu is None else pct(a.mfu), " then ".join(f"{x:.2g}" for x in (a.lr_phases or [a.lr])),
             (a.dtype or "-") + ("" if a.recompute in (None, "none") else f", recompute {a.recompute}"),
             "-" if a.peak_memory is None else f"{a.peak_memory / 2**30:.2f} GiB",
         )

@@ -24,7 +24,7 @@ from rdistill.data.curriculum import ArmSpec
 from rdistill.data.schema import PairedExample
 from rdistill.scoring import find_gold_answer
 from rdistill.flops.ledger import ModelShape, train_step_flops
-from rdistill.train import document_size
+from rdistill.steps import document_size
 
 Documents = Sequence[tuple[np.ndarray, np.ndarray]]
 SHOW = 3

@@ -62,6 +62,8 @@ class DataConfig:
     """Column mapping, e.g. 'prompt=question,ift=short,reasoning=long'."""
     skip_bad_rows: bool = False
     """Skip (and count) malformed rows instead of stopping at the first."""
+    seed: int | None = None
+    """Seed of the built-in data and of the held-out split (and slice) of --data. Default: --seed."""
     train_size: int = 20000
     """Synthetic training examples."""
     eval_size: int = 200
@@ -107,6 +109,10 @@ class ModelConfig:
         _check_choices(self)
 
 
+PAPER_BATCH = 32
+"""The paper's global batch, in samples: the default step in --samples mode."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How one arm is trained: its budget, optimiser, schedule and packing."""
@@ -120,13 +126,17 @@ class TrainConfig:
     lr: float | None = None
     """Peak learning rate of every arm. Default: 3e-3 for a preset trained from scratch; for a checkpoint the paper's value for its size and the arm's format (see `rdistill models`)."""
     lr_ift: float | None = None
-    """Peak learning rate of the ift arm (default --lr)."""
+    """Peak learning rate of IFT-format training: the ift arm and the IFT phase of seqNN arms (mixNN: see the README). Default --lr."""
     lr_reasoning: float | None = None
-    """Peak learning rate of the reasoning arm (default --lr)."""
+    """Peak learning rate of reasoning-format training: the reasoning arm and the reasoning phase of seqNN arms. Default --lr."""
     warmup_frac: float = 0.05
-    """Warmup, as a fraction of the budget."""
+    """Linear warmup, as a fraction of the arm's optimizer steps (counted before training, also under a budget)."""
     decay_frac: float = 0.3
-    """Final linear decay to 10% of peak, as a fraction of the budget."""
+    """Final linear decay to --final-lr-frac of the peak, as a fraction of the arm's optimizer steps."""
+    warmup_steps: int | None = None
+    """Linear warmup in optimizer steps (the paper: 150); overrides --warmup."""
+    decay_steps: int | None = None
+    """Final decay in optimizer steps (the paper: 300); overrides --decay."""
     final_lr_frac: float = 0.1
     """Learning rate at the end of the decay, as a fraction of the peak (the paper: 10%)."""
     weight_decay: float = 0.0
@@ -140,7 +150,9 @@ class TrainConfig:
     pack_mode: PackMode = "bf"
     """bf: best fit in shuffled order, packs mix lengths (default); bfd: best fit decreasing, densest, packs sorted by length; ordered: next fit in order."""
     packs_per_step: int = 1
-    """Packed rows per optimizer step (gradient accumulation)."""
+    """Packed rows per optimizer step (gradient accumulation), when steps are token-capacity steps (--batch-samples 0)."""
+    batch_samples: int | None = None
+    """Samples per optimizer step, packed into as many rows as they need (gradient accumulation over the rows). 0: token-capacity steps of --packs-per-step rows. Default: 32 with --samples (the paper's global batch; 0 if --packs-per-step is given), else 0."""
     overflow: Overflow = "error"
     """Documents longer than --pack-tokens: error, truncate or drop."""
     recompute: Recompute = "none"
@@ -158,6 +170,12 @@ class TrainConfig:
             raise ValueError(f"--samples must be at least 1, got {self.samples}")
         if self.pack_tokens is not None and self.pack_tokens < 1 or self.packs_per_step < 1:
             raise ValueError("--pack-tokens and --packs-per-step must be positive")
+        if self.batch_samples is not None and (self.batch_samples < 0 or self.batch_samples and self.packs_per_step != 1):
+            raise ValueError("--batch-samples must be 0 (token-capacity steps) or a positive number of samples, and "
+                             "--packs-per-step only applies with --batch-samples 0")
+        for flag, n in (("--warmup-steps", self.warmup_steps), ("--decay-steps", self.decay_steps)):
+            if n is not None and n < 0:
+                raise ValueError(f"{flag} must be 0 or more, got {n}")
         if self.save_every < 0 or (self.save_every >= 1 and self.save_every != int(self.save_every)):
             raise ValueError(f"--save-every must be a whole number of steps, a fraction in (0, 1), or 0, got {self.save_every}")
         for flag, lr in (("--lr", self.lr), ("--lr-ift", self.lr_ift), ("--lr-reasoning", self.lr_reasoning)):
@@ -169,14 +187,22 @@ class TrainConfig:
             raise ValueError("need 0 <= warmup_frac, 0 <= decay_frac and warmup_frac + decay_frac <= 1")
 
     @property
+    def step_samples(self) -> int:
+        """Samples per optimizer step; 0: token-capacity steps (see batch_samples)."""
+        if self.batch_samples is not None:
+            return self.batch_samples
+        return PAPER_BATCH if self.samples is not None and self.packs_per_step == 1 else 0
+
+    @property
     def ledger_kind(self) -> str:
         """The FLOP ledger's name of the count the budget is compared with."""
         return LEDGER_KINDS[self.budget_kind]
 
-    def lr_for(self, arm: str) -> float | None:
-        """Peak learning rate of ``arm`` as configured: --lr-ift / --lr-reasoning for those two arms, else
-        --lr; None when not given (the run picks a default for the student, see rdistill.model.default_lr)."""
-        specific = {"ift": self.lr_ift, "reasoning": self.lr_reasoning}.get(arm)
+    def format_lr(self, fmt: str) -> float | None:
+        """Peak learning rate of training in format ``fmt`` (ift, reasoning) as configured: --lr-ift /
+        --lr-reasoning, else --lr; None when not given (the run picks the student's default, see
+        rdistill.model.default_lr)."""
+        specific = {"ift": self.lr_ift, "reasoning": self.lr_reasoning}[fmt]
         return self.lr if specific is None else specific
 
 
@@ -209,7 +235,7 @@ class RunConfig:
     arms: tuple[str, ...] = ("ift", "reasoning")
     """Comma-separated arms: ift, reasoning, seqNN (IFT first, then NN% reasoning), mixNN (NN% reasoning shuffled in)."""
     seed: int = 0
-    """Seed for data, initialisation and order; the same seed gives the same results."""
+    """Seed of the initialisation and the data order (and of the data and its split unless --data-seed); the same seed gives the same results."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
     log_every: int = 50
@@ -221,6 +247,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the data and its held-out split."""
+        return self.seed if self.data.seed is None else self.data.seed
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -258,8 +289,23 @@ class SweepConfig:
     """Comma-separated presets or checkpoint folders."""
     arms: tuple[str, ...] = ("ift", "reasoning", "seq50")
     """Comma-separated arms (ift, reasoning, seqNN, mixNN)."""
+    seeds: tuple[int, ...] = ()
+    """Comma-separated replicate seeds, e.g. 0,1,2: every point once per seed (the initialisation and data order change; the data and its held-out split stay those of --data-seed, else --seed, unless --seed-data). Default: --seed alone."""
+    seed_data: bool = False
+    """Replicate seeds also redraw the built-in data and the held-out split."""
+    model_lrs: dict[str, float] | None = None
+    """Peak learning rates per student, e.g. 'tiny=3e-3,small=2e-3' (both formats) or 'small:ift=1e-3,small:reasoning=2e-3'; over --lr, --lr-ift, --lr-reasoning."""
 
     def __post_init__(self) -> None:
+        for key in self.model_lrs or {}:
+            model, _, fmt = key.partition(":")
+            if model not in self.models or fmt not in ("", "ift", "reasoning"):
+                raise ValueError(f"--model-lrs: {key!r} is not MODEL or MODEL:ift or MODEL:reasoning for a model of "
+                                 f"the sweep ({', '.join(self.models)})")
+            if not (self.model_lrs[key] > 0 and math.isfinite(self.model_lrs[key])):
+                raise ValueError(f"--model-lrs: {key} must be a positive learning rate")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"a seed is listed twice in --seeds {','.join(map(str, self.seeds))}")
         if not self.models or not self.budgets:
             raise ValueError("a sweep needs at least one model and one budget")
         if not all(b > 0 and math.isfinite(b) for b in self.budgets):

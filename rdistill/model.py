@@ -76,18 +76,19 @@ PAPER_LR: tuple[tuple[float, float, float], ...] = (
 )
 
 
-def default_lr(model: str, params: int, reasoning_share: float) -> float:
-    """The peak learning rate an arm trains at when none is given.
+def default_lr(model: str, params: int, fmt: str) -> float:
+    """The peak learning rate of training in format ``fmt`` (ift, reasoning) when none is given.
 
     A preset (trained from scratch) gets ``PRESET_LR``. A checkpoint gets the paper's value for the
-    size nearest its parameter count on a log scale (anything under 0.5B takes the 0.5B values): the
-    reasoning value for arms that are at least half reasoning (reasoning, seq50, mix75, ...), the IFT
-    value for the others (ift, seq25, ...).
+    format and the size nearest its parameter count on a log scale (anything under 0.5B takes the 0.5B
+    values). How an arm's phases use the two: rdistill.run.arm_peaks.
     """
+    if fmt not in ("ift", "reasoning"):
+        raise ValueError(f"unknown format {fmt!r}: ift or reasoning")
     if model in PRESETS:
         return PRESET_LR
     size, reasoning, ift = min(PAPER_LR, key=lambda row: abs(math.log(max(params, 1) / row[0])))
-    return reasoning if reasoning_share >= 0.5 else ift
+    return reasoning if fmt == "reasoning" else ift
 
 
 def shape_config(name: str) -> PretrainedConfig:

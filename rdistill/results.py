@@ -148,6 +148,12 @@ class ArmResult:
     """The largest training step's peak memory, bytes (CUDA max allocated, or peak resident set on CPU)."""
     resumed_from_step: int | None = None
     """Set when the arm was resumed from a checkpoint: the step it went on from."""
+    lr_phases: list[float] | None = None
+    """The peak learning rate of each phase ([IFT, reasoning] for a sequential arm); ``lr`` is the first."""
+    lr_schedule: dict[str, Any] | None = None
+    """The schedule the arm trained with (rdistill.schedule.Schedule: steps, warmup, decay, peaks, phase starts)."""
+    batch_samples: int | None = None
+    """Samples per optimizer step (0: token-capacity steps of packs_per_step rows)."""
     eval: EvalResult | None = None
 
 

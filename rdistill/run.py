@@ -62,7 +62,8 @@ from rdistill.results import (
     RunResults,
     TokenStats,
 )
-from rdistill.train import ArmOutcome, StepRecord, document_cost, train_arm
+from rdistill.steps import ArmOutcome, StepRecord, document_cost
+from rdistill.train import train_arm
 
 Documents = list[tuple[np.ndarray, np.ndarray]]
 
@@ -110,14 +111,26 @@ def _arm_result(cfg: RunConfig, spec: curriculum.ArmSpec, shape: ModelShape) -> 
         budget_flops=cfg.train.budget_flops,
         budget_kind=cfg.train.budget_kind,
         samples_requested=cfg.train.samples,
-        lr=arm_lr(cfg, spec, shape),
+        lr=arm_peaks(cfg, spec, shape)[0],
+        lr_phases=list(arm_peaks(cfg, spec, shape)),
         flops=FlopTotals(),
     )
 
 
-def arm_lr(cfg: RunConfig, spec: curriculum.ArmSpec, shape: ModelShape) -> float:
-    """The peak learning rate ``spec`` trains at: as configured, else the student's default."""
-    return cfg.train.lr_for(spec.name) or default_lr(cfg.model.name, shape.params_total, spec.share)
+def arm_peaks(cfg: RunConfig, spec: curriculum.ArmSpec, shape: ModelShape) -> tuple[float, ...]:
+    """The peak learning rate of each phase of ``spec`` (rdistill.schedule).
+
+    Each format has its rate (--lr-ift, --lr-reasoning, else --lr, else the student's default for
+    the format): ift and reasoning train at their format's, a sequential arm's IFT phase at the IFT
+    rate and its reasoning phase at the reasoning rate, and a mixed arm, whose steps mix both formats,
+    at the geometric interpolation ift^(1 - rho) x reasoning^rho (rho: its reasoning share)."""
+    ift, reasoning = (cfg.train.format_lr(f) or default_lr(cfg.model.name, shape.params_total, f)
+                      for f in ("ift", "reasoning"))
+    if spec.share in (0.0, 1.0):
+        return (reasoning if spec.share else ift,)
+    if spec.schedule == "sequential":
+        return (ift, reasoning)
+    return (ift ** (1 - spec.share) * reasoning ** spec.share,)
 
 
 def _record_ledger(record: ArmResult, ledger: FlopLedger | None) -> None:
@@ -136,6 +149,8 @@ def _record_outcome(record: ArmResult, outcome: ArmOutcome, train: TrainConfig, 
     record.train_seconds, record.final_loss, record.stopped_by = outcome.seconds, outcome.final_loss, outcome.stopped_by
     record.step_seconds, record.peak_flops = outcome.step_seconds, outcome.peak_flops
     record.mfu, record.hfu = outcome.mfu, outcome.hfu
+    record.lr_schedule = outcome.schedule.to_json() if outcome.schedule else None
+    record.batch_samples = train.step_samples
     record.peak_memory = outcome.peak_memory
     if train.budget_flops is not None:
         record.budget_used = outcome.ledger.total(train.ledger_kind) / train.budget_flops
@@ -176,7 +191,7 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     check_student(cfg.model.name)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    source = open_source(cfg.data, seed=cfg.seed)
+    source = open_source(cfg.data, seed=cfg.data_seed)
     say = message or (lambda text: None)
     for text in source.messages:
         say(text)
@@ -334,7 +349,8 @@ class _ArmRunner:
 
             try:
                 outcome = train_arm(
-                    net, prep.pool, cfg.train, lr=record.lr, seed=cfg.seed, kernels=self.kernels,
+                    net, prep.pool, cfg.train, lr=record.lr_phases, seed=cfg.seed, kernels=self.kernels,
+                    phase_split=n_examples if spec.schedule == "sequential" else None,
                     segments=partial(
                         curriculum.segments, spec, n_examples, samples=cfg.train.samples, planned_samples=planned
                     ),

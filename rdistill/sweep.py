@@ -47,11 +47,14 @@ class SweepPoint:
     model: str
     budget: float
     arm: str
+    seed: int | None = None
+    """A replicate's seed (--seeds); None: the base config's."""
 
     def folder(self, study: Path, fingerprint: str) -> Path:
-        """``STUDY/<model name>/<budget>/<arm>-<fingerprint>``, always inside ``study``."""
+        """``STUDY/<model name>/<budget>/<arm>[-s<seed>]-<fingerprint>``, always inside ``study``."""
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).name).strip(".") or "model"
-        return study / name / f"{self.budget:.4g}".replace("+", "") / f"{self.arm}-{fingerprint}"
+        replicate = "" if self.seed is None else f"-s{self.seed}"
+        return study / name / f"{self.budget:.4g}".replace("+", "") / f"{self.arm}{replicate}-{fingerprint}"
 
 
 class SweepLocked(ValueError):
@@ -90,12 +93,14 @@ def study_lock(study: Path) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def grid(models: tuple[str, ...], arms: tuple[str, ...], budgets: tuple[float, ...]) -> list[SweepPoint]:
-    """All grid points, cheapest budget first, so a partial sweep already spans the sizes and arms."""
+def grid(models: tuple[str, ...], arms: tuple[str, ...], budgets: tuple[float, ...],
+         seeds: tuple[int, ...] = ()) -> list[SweepPoint]:
+    """All grid points, cheapest budget first, so a partial sweep already spans the sizes and arms (and
+    the replicate seeds of a point follow one another)."""
     if not models or not budgets:
         raise ValueError("a sweep needs at least one model and one budget")
     names = [a.name for a in parse_arms(arms)]
-    return [SweepPoint(m, b, a) for b in sorted(budgets) for m in models for a in names]
+    return [SweepPoint(m, b, a, s) for b in sorted(budgets) for m in models for a in names for s in (seeds or (None,))]
 
 
 def point_status(folder: Path, fingerprint: str | None = None) -> str | None:
@@ -118,15 +123,25 @@ def _resumable(folder: Path, fingerprint: str, arm: str) -> bool:
     return checkpoint.latest(folder / arm / "checkpoint") is not None
 
 
-def point_config(base: RunConfig, point: SweepPoint, study: Path) -> RunConfig:
-    """The one-arm run of ``point``: ``base`` with the point's student, arm and budget, in its folder."""
-    cfg = replace(
-        base,
-        model=replace(base.model, name=point.model),
-        arms=(point.arm,),
-        train=replace(base.train, budget_flops=point.budget, samples=None),
-    )
+def point_config(base: RunConfig, point: SweepPoint, study: Path, *, seed_data: bool = False,
+                 model_lrs: dict[str, float] | None = None) -> RunConfig:
+    """The one-arm run of ``point``: ``base`` with the point's student, arm, budget and seed (its data
+    and held-out split stay the base's unless ``seed_data``) and learning rates from ``model_lrs``
+    (SweepConfig.model_lrs), in its folder."""
+    lrs = {fmt: (model_lrs or {}).get(f"{point.model}:{fmt}", (model_lrs or {}).get(point.model))
+           for fmt in ("ift", "reasoning")}
+    train = replace(base.train, budget_flops=point.budget, samples=None)
+    train = replace(train, **{f"lr_{fmt}": lr for fmt, lr in lrs.items() if lr is not None})
+    cfg = replace(base, model=replace(base.model, name=point.model), arms=(point.arm,), train=train)
+    if point.seed is not None:
+        data = base.data if seed_data else replace(base.data, seed=base.data_seed)
+        cfg = replace(cfg, seed=point.seed, data=data)
     return replace(cfg, out=str(point.folder(study, cfg.fingerprint())))
+
+
+def sweep_point_config(cfg: SweepConfig, point: SweepPoint, study: Path) -> RunConfig:
+    """``point_config`` with the sweep's replicate and learning-rate settings."""
+    return point_config(cfg.base, point, study, seed_data=cfg.seed_data, model_lrs=cfg.model_lrs)
 
 
 def run_sweep(
@@ -141,26 +156,25 @@ def run_sweep(
     ``on_point(point, status, index, total)`` is told "skipped", "started", "resumed", "complete" or
     "failed".
     """
-    points = grid(cfg.models, cfg.arms, cfg.budgets)
+    points = grid(cfg.models, cfg.arms, cfg.budgets, cfg.seeds)
     study = Path(study)
     study.mkdir(parents=True, exist_ok=True)
+    configs = [sweep_point_config(cfg, p, study) for p in points]
     with study_lock(study):
-        return _run_points(cfg.base, points, study, hooks_for, on_point)
+        return _run_points(list(zip(points, configs)), study, hooks_for, on_point)
 
 
 def _run_points(
-    base: RunConfig,
-    points: list[SweepPoint],
+    points: list[tuple[SweepPoint, RunConfig]],
     study: Path,
     hooks_for: Callable[[SweepPoint], RunHooks] | None,
     on_point: Callable[[SweepPoint, str, int, int], None] | None,
 ) -> dict:
     manifest: dict = {"points": []}
-    for i, point in enumerate(points):
-        run_cfg = point_config(base, point, study)
+    for i, (point, run_cfg) in enumerate(points):
         folder = Path(run_cfg.out)
-        entry = {"model": point.model, "arm": point.arm, "budget": point.budget, "dir": str(folder.relative_to(study)),
-                 "fingerprint": run_cfg.fingerprint()}
+        entry = {"model": point.model, "arm": point.arm, "budget": point.budget, "seed": run_cfg.seed,
+                 "dir": str(folder.relative_to(study)), "fingerprint": run_cfg.fingerprint()}
         manifest["points"].append(entry)
         if point_status(folder, entry["fingerprint"]) == "complete":
             entry["status"] = "complete"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rdistill.flops.ledger import FlopLedger
     from rdistill.results import ArmResult
-    from rdistill.train import StepRecord
+    from rdistill.steps import StepRecord
 
 MISSING = "--log tensorboard needs the tensorboard package, which is not installed: pip install rdistill[tensorboard]"
 FLUSH_SECONDS = 10

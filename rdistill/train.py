@@ -8,10 +8,13 @@ the budget (for the built-in data, well under 0.1% of it) and never above. ``bud
 count that is compared with the budget: ``exact`` (the ledger's useful FLOPs), ``paper`` (the paper's
 per-sample formula) or ``6nd``.
 
-Learning rate: AdamW with a warmup-stable-decay schedule defined on the fraction of the budget spent
-(of the samples seen, in samples mode): linear warmup over ``warmup_frac``, constant, then linear decay
-over the last ``decay_frac`` to ``final_lr_frac`` of the peak (the paper: 150 warmup steps, 300 decay
-steps to 10%).
+Steps. A step is ``step_samples`` samples packed into as many rows as they need (the paper's global
+batch, the default with a sample count), or, with ``step_samples`` 0, ``packs_per_step`` rows of
+token-capacity packs (the default under a FLOP budget: every step holds about the same tokens).
+
+Learning rate: AdamW with a warmup-stable-decay schedule on the arm's optimizer steps, one peak per
+phase (rdistill.schedule). The number of steps is known before training: the step plan is run dry
+(its FLOPs counted, nothing trained), which gives the schedule its length under a budget too.
 
 Loss: the sum of token cross-entropies of all micro-batches of a step divided by the number of loss
 tokens in the whole step, so neither packing nor gradient accumulation changes it. The loss stays on
@@ -32,10 +35,11 @@ step) and ``account`` (the ledger, counters and the step's record).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -60,113 +64,15 @@ from rdistill.distributed import (
 from rdistill.memory import PeakMemory
 from rdistill.model import KernelPlan, resolve_kernels
 from rdistill.precision import Weights
+from rdistill.schedule import Schedule, make_schedule
+from rdistill.steps import ArmOutcome, Document, StepPlan, StepRecord, document_size
 
-Document = tuple[np.ndarray, np.ndarray]  # (input_ids, loss_mask)
 Segments = Callable[[np.random.Generator], Iterator[np.ndarray]]
 TOTALS = ("exact", "executed", "paper", "six_nd")
 
 
-def document_size(doc: Document, capacity: int) -> tuple[int, int]:
-    """(tokens, loss tokens) of one document as a pack of ``capacity`` tokens holds it (cut to fit)."""
-    ids, mask = doc
-    return min(len(ids), capacity), int(mask[1:capacity].sum())
-
-
-def document_cost(shape: ModelShape, doc: Document, capacity: int, kind: str) -> int:
-    """FLOPs (of the ledger's count ``kind``) of training on one document alone."""
-    length, loss_tokens = document_size(doc, capacity)
-    return train_step_flops(shape, [length], loss_tokens).total(kind)
-
-
-def wsd_lr(peak: float, frac: float, cfg: TrainConfig) -> float:
-    """Warmup-stable-decay learning rate at ``frac`` in [0, 1] of the run.
-
-    The trainer passes the fraction reached at the END of the step it is about to take, so the first
-    step of a run trains at peak x (its share of the budget) / warmup_frac, never at ~0, and a run
-    shorter than its warmup still reaches the peak on its last warmup step."""
-    if cfg.warmup_frac > 0 and frac < cfg.warmup_frac:
-        return peak * frac / cfg.warmup_frac
-    decay_start = 1.0 - cfg.decay_frac
-    if frac <= decay_start or cfg.decay_frac == 0:
-        return peak
-    t = min((frac - decay_start) / cfg.decay_frac, 1.0)
-    return peak * (1.0 - t * (1.0 - cfg.final_lr_frac))
-
-
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-@dataclass
-class StepRecord:
-    """One line of metrics.jsonl."""
-
-    step: int
-    lr: float
-    loss: float
-    tokens: int
-    loss_tokens: int
-    samples: int
-    seconds: float
-    flops: dict[str, int]
-    budget_fraction: float
-    trimmed: bool
-    mfu: float | None = None  # exact FLOPs of the step / seconds / device peak
-    hfu: float | None = None  # executed FLOPs of the step / seconds / device peak
-    peak_memory: int | None = None  # bytes: CUDA max allocated, or the process's peak resident set on CPU
-    skipped: bool = False  # fp16: a gradient overflowed, the optimizer step was skipped (loss scale halved)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-TIMING_FIELDS = ("seconds", "mfu", "hfu", "peak_memory")
-"""StepRecord fields that measure the machine, not the training (they differ between identical runs)."""
-
-
-@dataclass
-class ArmOutcome:
-    steps: int
-    samples: int
-    train_tokens: int
-    loss_tokens: int
-    epochs: float
-    seconds: float
-    final_loss: float | None
-    ledger: FlopLedger
-    stopped_by: str  # "budget" | "samples" | "data"
-    step_seconds: float = 0.0  # time in optimizer steps only (no data preparation)
-    peak_flops: float | None = None
-    peak_memory: int | None = None  # the largest step's peak memory, bytes
-    module: torch.nn.Module | None = None  # what trained: the student as DDP or FSDP2 wrapped it (rdistill.distributed)
-
-    @property
-    def mfu(self) -> float | None:
-        """Exact (useful) FLOPs per second of step time over the device peak."""
-        if not self.peak_flops or not self.step_seconds:
-            return None
-        return self.ledger.total("exact") / self.step_seconds / self.peak_flops
-
-    @property
-    def hfu(self) -> float | None:
-        """Executed FLOPs per second of step time over the device peak."""
-        if not self.peak_flops or not self.step_seconds:
-            return None
-        return self.ledger.total("executed") / self.step_seconds / self.peak_flops
-
-
-@dataclass
-class StepPlan:
-    """What one optimizer step will train on and exactly what it will cost."""
-
-    packs: list[list[int]]
-    batches: list[PackedBatch]
-    cost: StepFlops
-    trimmed: bool
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(p) for p in self.packs)
 
 
 def _optimizer(params: list[torch.Tensor], cfg: TrainConfig, lr: float) -> torch.optim.AdamW:
@@ -187,6 +93,8 @@ class Trainer:
     ``segments(rng)`` yields arrays of indices into ``docs``, each packed and trained on its own before
     the next (rdistill.data.curriculum makes them for an arm); by default, epochs over all of ``docs``.
     ``kernels`` is the run's resolved KernelPlan: the forward runs it and the ledger counts it.
+    ``lr``: the peak learning rate, or one per phase; ``phase_split``: documents with an index at least
+    this belong to the second phase (a sequential arm's reasoning documents).
     """
 
     def __init__(
@@ -195,17 +103,22 @@ class Trainer:
         docs: Sequence[Document],
         cfg: TrainConfig,
         *,
-        lr: float,
+        lr: float | Sequence[float],
         seed: int,
         kernels: KernelPlan,
         segments: Segments | None = None,
         device: torch.device | str = "cpu",
         checkpoints: Checkpointing | None = None,
         world: World | None = None,
+        phase_split: int | None = None,
     ) -> None:
         if not docs:
             raise ValueError("no training documents")
-        self.net, self.docs, self.lr, self.kernels, self.device = net, docs, lr, kernels, device
+        self.net, self.docs, self.kernels, self.device = net, docs, kernels, device
+        self.peaks = (float(lr),) if isinstance(lr, (int, float)) else tuple(float(x) for x in lr)
+        self.phase_split = phase_split
+        self.schedule: Schedule | None = None
+        self._doc_costs: dict[tuple[int, int], int] = {}
         self.capacity = cfg.pack_tokens or auto_pack_tokens(max(len(d[0]) for d in docs))
         self.cfg = cfg
         self.segments = segments or self._all_docs
@@ -217,7 +130,7 @@ class Trainer:
         self.world = world or World(device=str(device))
         self.module = wrap(net, kernels, self.world)  # the loss's forward, in DDP or FSDP2 across ranks
         self.weights = Weights(net, kernels.dtype)  # under FSDP2 the parameters are fp32, the compute is not
-        self.opt = _optimizer(self.weights.trained, cfg, lr)
+        self.opt = _optimizer(self.weights.trained, cfg, self.peaks[0])
         peak = peak_flops(device, kernels.dtype)
         self.peak = peak * self.world.size if peak else None  # the step's FLOPs are the whole world's
         self.peak_remeasured = False
@@ -239,18 +152,77 @@ class Trainer:
             return (self.ledger.total(self.kind) + extra) / self.cfg.budget_flops
         return min(1.0, (self.samples + (plan.num_samples if plan is not None else 0)) / self.cfg.samples)
 
-    def step_stream(self) -> Iterator[list[list[int]]]:
-        """Steps as lists of packs (each a list of document indices); packs shuffled within a segment."""
-        for order in self.segments(self.rng):
-            lengths = [len(self.docs[i][0]) for i in order]
-            plan = pack(lengths, self.capacity, mode=self.cfg.pack_mode, overflow=self.cfg.overflow)
-            if len(order) and not plan.packs:  # e.g. --overflow drop dropped them all: never loop forever
-                raise ValueError(f"all {len(order)} documents of a segment were dropped (--overflow "
-                                 f"{self.cfg.overflow}, --pack-tokens {self.capacity}); nothing to train on")
-            packs = [[int(order[j]) for j in p] for p in plan.packs]
-            packs = [packs[i] for i in self.rng.permutation(len(packs))]
+    def step_stream(self, rng: np.random.Generator | None = None) -> Iterator[list[list[int]]]:
+        """Steps as lists of packs (each a list of document indices), drawn with ``rng`` (the trainer's)."""
+        rng = rng or self.rng
+        if self.cfg.step_samples:
+            yield from self._sample_steps(rng, self.cfg.step_samples)
+            return
+        for order in self.segments(rng):  # token-capacity steps: packs shuffled within a segment
+            packs = self._pack(order)
+            packs = [packs[i] for i in rng.permutation(len(packs))]
             for i in range(0, len(packs), self.cfg.packs_per_step):
                 yield packs[i : i + self.cfg.packs_per_step]
+
+    def _sample_steps(self, rng: np.random.Generator, n: int) -> Iterator[list[list[int]]]:
+        """Steps of ``n`` samples each (a segment's samples shuffled, then cut into steps in order; the
+        last samples of the stream make a smaller step), each packed into as many rows as it needs."""
+        left = np.empty(0, dtype=np.int64)
+        for order in self.segments(rng):
+            left = np.concatenate([left, np.asarray(order, dtype=np.int64)[rng.permutation(len(order))]])
+            while len(left) >= n:
+                yield self._pack(left[:n])
+                left = left[n:]
+        if len(left):
+            yield self._pack(left)
+
+    def _pack(self, order: np.ndarray) -> list[list[int]]:
+        """The documents ``order`` packed into rows (lists of document indices)."""
+        lengths = [len(self.docs[i][0]) for i in order]
+        plan = pack(lengths, self.capacity, mode=self.cfg.pack_mode, overflow=self.cfg.overflow)
+        if len(order) and not plan.packs:  # e.g. --overflow drop dropped them all: never loop forever
+            raise ValueError(f"all {len(order)} documents of a segment were dropped (--overflow "
+                             f"{self.cfg.overflow}, --pack-tokens {self.capacity}); nothing to train on")
+        return [[int(order[j]) for j in p] for p in plan.packs]
+
+    def _doc_cost(self, i: int) -> int:
+        """FLOPs (in the budget's count) of document ``i``, as a step's cost adds them up."""
+        size = document_size(self.docs[i], self.capacity)
+        if size not in self._doc_costs:
+            self._doc_costs[size] = train_step_flops(self.shape, [size[0]], size[1]).total(self.kind)
+        return self._doc_costs[size]
+
+    def count_steps(self) -> tuple[int, int | None]:
+        """The optimizer steps training will take, and the first step that holds a document of the second
+        phase (None): the step plan run dry on a copy of the data order, costs counted, nothing trained."""
+        budget, spent, samples, steps, second = self.cfg.budget_flops, 0, 0, 0, None
+        for packs in self.step_stream(copy.deepcopy(self.rng)):
+            ids = [i for p in packs for i in p]
+            costs = [self._doc_cost(i) for i in ids]
+            trimmed = budget is not None and spent + sum(costs) > budget
+            if trimmed:  # as Trainer._trim: the longest prefix that fits
+                fits = np.cumsum(costs) <= budget - spent
+                ids = ids[: int(np.argmin(fits)) if not fits.all() else len(ids)]
+                if not ids:
+                    break
+            spent, samples, steps = spent + sum(costs[: len(ids)]), samples + len(ids), steps + 1
+            if second is None and self.phase_split is not None and max(ids) >= self.phase_split:
+                second = steps
+            if trimmed or (self.cfg.samples is not None and samples >= self.cfg.samples):
+                break
+        return steps, second
+
+    def _make_schedule(self) -> Schedule:
+        total, second = self.count_steps()
+        if len(self.peaks) == 1 or second is None:  # one phase (or the second never reached)
+            peaks, starts = self.peaks[:1], (1,)
+        elif second == 1:  # no step of the first phase
+            peaks, starts = self.peaks[-1:], (1,)
+        else:
+            peaks, starts = self.peaks, (1, second)
+        c = self.cfg
+        return make_schedule(total, peaks, starts, warmup_frac=c.warmup_frac, decay_frac=c.decay_frac,
+                             final_frac=c.final_lr_frac, warmup_steps=c.warmup_steps, decay_steps=c.decay_steps)
 
     def _batch(self, idx: list[int]) -> PackedBatch:
         c = self.capacity
@@ -275,7 +247,7 @@ class Trainer:
         additive over documents), kept in their packs."""
         keep: set[int] = set()
         for i in (i for p in packs for i in p):
-            cost = document_cost(self.shape, self.docs[i], self.capacity, self.kind)
+            cost = self._doc_cost(i)
             if cost > room:
                 break
             keep.add(i)
@@ -374,6 +346,7 @@ class Trainer:
         """Plan, run and account steps until the budget, the sample count or the data runs out; with
         ``checkpoints.resume``, first restore the latest checkpoint and go on from it."""
         t0 = time.perf_counter()
+        self.schedule = self._make_schedule()
         stream = self.step_stream()
         if self.checkpoints is not None and self.checkpoints.resume:
             train_checkpoint.restore(self, self.checkpoints.root, stream)
@@ -386,7 +359,7 @@ class Trainer:
             steps=self.steps, samples=self.samples, train_tokens=self.tokens, loss_tokens=self.loss_tokens,
             epochs=self.samples / len(self.docs), seconds=time.perf_counter() - t0, final_loss=self.final_loss,
             ledger=self.ledger, stopped_by=self.stopped_by or "data", step_seconds=self.step_seconds,
-            peak_flops=self.peak, peak_memory=self.peak_memory, module=self.module,
+            peak_flops=self.peak, peak_memory=self.peak_memory, module=self.module, schedule=self.schedule,
         )
 
     def _train_steps(self, stream: Iterator[list[list[int]]], on_step) -> None:
@@ -397,7 +370,7 @@ class Trainer:
                 stopped_by = "budget"
                 break
             before, after = self.spent_fraction(), self.spent_fraction(plan)
-            lr = wsd_lr(self.lr, after, self.cfg)
+            lr = self.schedule.lr(self.steps + 1)
             self.memory.reset()
             t_step = time.perf_counter()
             self.final_loss, stepped = self.run(plan, lr)
@@ -428,7 +401,7 @@ def train_arm(
     docs: Sequence[Document],
     cfg: TrainConfig,
     *,
-    lr: float,
+    lr: float | Sequence[float],
     seed: int = 0,
     kernels: KernelPlan | None = None,
     segments: Segments | None = None,
@@ -436,9 +409,10 @@ def train_arm(
     device: torch.device | str = "cpu",
     checkpoints: Checkpointing | None = None,
     world: World | None = None,
+    phase_split: int | None = None,
 ) -> ArmOutcome:
     """Train one arm (a ``Trainer`` run to its end); ``kernels`` defaults to ``resolve_kernels(net, device)``."""
     kernels = kernels or resolve_kernels(net, device)
     trainer = Trainer(net, docs, cfg, lr=lr, seed=seed, kernels=kernels, segments=segments, device=device,
-                      checkpoints=checkpoints, world=world)
+                      checkpoints=checkpoints, world=world, phase_split=phase_split)
     return trainer.train(on_step)

@@ -55,7 +55,7 @@ def save(trainer: Trainer, root: Path) -> None:
             "ledger": t.ledger.to_dict(),
             "optimizer": opt_rest,
             "loss_scale": loss_scale,
-            "lr": t.lr,
+            "lr": list(t.peaks),
             "num_docs": len(t.docs),
         }
         checkpoint.commit(root, t.steps, tensors, state)
@@ -76,7 +76,7 @@ def restore(trainer: Trainer, root: Path, stream: Iterator) -> None:
         raise ValueError(f"{path} holds a {found} checkpoint (written {'by FSDP2' if found == 'sharded' else 'without FSDP2'}); "
                          f"it resumes {how}")
     tensors, state = checkpoint.load(path)
-    if state["num_docs"] != len(t.docs) or state["lr"] != t.lr:
+    if state["num_docs"] != len(t.docs) or state["lr"] != list(t.peaks):
         raise ValueError(f"{path} was written by a different arm, student or data; it cannot be resumed here")
     try:
         if found == "sharded":

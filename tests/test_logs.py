@@ -14,7 +14,7 @@ from rdistill.cli.main import app
 from rdistill.cli.render import FanOut, LogHooks, SweepHooks
 from rdistill.results import ArmParameters, ArmResult, EvalResult, FlopTotals, InferenceFlops
 from rdistill.tensorboard_log import TensorBoardHooks
-from rdistill.train import StepRecord
+from rdistill.steps import StepRecord
 
 runner = CliRunner()
 

@@ -37,7 +37,7 @@ def _docs(n: int, seed: int = 0, vocab: int = 200) -> list[tuple[np.ndarray, np.
 
 def _losses(dtype: torch.dtype, steps: int = 50) -> list[float]:
     net = build_student("tiny", 256, seed=0, dtype=dtype)
-    cfg = TrainConfig(samples=steps * 16, pack_tokens=256, warmup_frac=0.1, decay_frac=0.0)
+    cfg = TrainConfig(samples=steps * 16, batch_samples=16, pack_tokens=256, warmup_frac=0.1, decay_frac=0.0)
     trainer = Trainer(net, _docs(1000), cfg, lr=3e-3, seed=0, kernels=resolve_kernels(net, "cpu"))
     losses = []
     trainer.train(on_step=lambda rec, ledger: losses.append(rec.loss))
@@ -56,7 +56,7 @@ def test_bf16_training_tracks_fp32_over_50_steps():
 
 def test_fp16_trains_with_a_loss_scale_and_fp32_masters():
     net = build_student("tiny", 256, seed=0, dtype=torch.float16)
-    cfg = TrainConfig(samples=10 * 16, pack_tokens=256)
+    cfg = TrainConfig(samples=10 * 16, batch_samples=16, pack_tokens=256)
     trainer = Trainer(net, _docs(200), cfg, lr=3e-3, seed=0, kernels=resolve_kernels(net, "cpu"))
     records = []
     outcome = trainer.train(on_step=lambda rec, ledger: records.append(rec))
@@ -71,7 +71,7 @@ def test_fp16_trains_with_a_loss_scale_and_fp32_masters():
 def test_bf16_masters_keep_updates_that_bf16_weights_would_round_away():
     net = build_student("tiny", 256, seed=0, dtype=torch.bfloat16)
     start = [p.detach().clone() for p in net.parameters()]
-    cfg = TrainConfig(samples=3 * 16, pack_tokens=256, warmup_frac=0.0, grad_clip=0.0)
+    cfg = TrainConfig(samples=3 * 16, batch_samples=16, pack_tokens=256, warmup_frac=0.0, grad_clip=0.0)
     trainer = Trainer(net, _docs(100), cfg, lr=1e-6, seed=0, kernels=resolve_kernels(net, "cpu"))
     trainer.train()
     moved = sum(not torch.equal(m.bfloat16(), s) for m, s in zip(trainer.weights.master, start))
@@ -120,16 +120,16 @@ def test_recompute_is_counted_as_executed_flops_only(mode):
 
 
 def test_learning_rate_defaults():
-    assert default_lr("tiny", 10**6, 1.0) == PRESET_LR
-    assert default_lr("/ckpt", 135_000_000, 1.0) == 2e-5  # under 0.5B: the 0.5B values
-    assert default_lr("/ckpt", 135_000_000, 0.0) == 1e-5
-    assert default_lr("/ckpt", 7_600_000_000, 1.0) == 5e-6
-    assert default_lr("/ckpt", 1_540_000_000, 0.25) == 7e-6  # mostly IFT: the IFT value
+    assert default_lr("tiny", 10**6, "reasoning") == PRESET_LR
+    assert default_lr("/ckpt", 135_000_000, "reasoning") == 2e-5  # under 0.5B: the 0.5B values
+    assert default_lr("/ckpt", 135_000_000, "ift") == 1e-5
+    assert default_lr("/ckpt", 7_600_000_000, "reasoning") == 5e-6
+    assert default_lr("/ckpt", 1_540_000_000, "ift") == 7e-6
 
 
 def test_first_warmup_step_is_not_spent_at_zero_learning_rate():
     net = build_student("tiny", 256, seed=0)
-    cfg = TrainConfig(samples=8 * 16, pack_tokens=256, warmup_frac=0.5)
+    cfg = TrainConfig(samples=8 * 16, batch_samples=16, pack_tokens=256, warmup_frac=0.5)
     trainer = Trainer(net, _docs(200), cfg, lr=1e-3, seed=0, kernels=resolve_kernels(net, "cpu"))
     records = []
     trainer.train(on_step=lambda rec, ledger: records.append(rec))

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from launcher import LAUNCHER
-from rdistill.train import TIMING_FIELDS
+from rdistill.steps import TIMING_FIELDS
 
 ARGS = ["--budget", "6e10", "--train-size", "300", "--eval-size", "12", "--pack-tokens", "256",
         "--save-every", "5", "--threads", "1", "--max-new-tokens", "24"]

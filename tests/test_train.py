@@ -6,7 +6,8 @@ from rdistill.model import build_student
 from rdistill.synthetic.teacher import make_splits
 from rdistill.data.tokenize import encode_document
 from rdistill.config import TrainConfig
-from rdistill.train import NonFiniteLoss, train_arm, wsd_lr
+from rdistill.schedule import make_schedule
+from rdistill.train import NonFiniteLoss, Trainer, train_arm
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +23,56 @@ def _tiny(tok):
     return build_student("test-micro", len(tok), seed=0)
 
 
-def test_wsd_schedule_shape():
-    s = TrainConfig(budget_flops=1.0, warmup_frac=0.1, decay_frac=0.2, final_lr_frac=0.1)
-    assert wsd_lr(1.0, 0.05, s) == pytest.approx(0.5)
-    assert wsd_lr(1.0, 0.5, s) == 1.0
-    assert wsd_lr(1.0, 0.9, s) == pytest.approx(0.55)
-    assert wsd_lr(1.0, 1.0, s) == pytest.approx(0.1)
+def test_wsd_schedule_on_steps():
+    s = make_schedule(100, (1.0,), warmup_frac=0.1, decay_frac=0.2, final_frac=0.1)
+    assert (s.warmup, s.decay) == (10, 20)
+    assert s.lr(1) == pytest.approx(0.1) and s.lr(5) == pytest.approx(0.5) and s.lr(10) == 1.0  # ends its warmup at the peak
+    assert s.lr(50) == 1.0 and s.lr(80) == 1.0
+    assert s.lr(90) == pytest.approx(0.55) and s.lr(100) == pytest.approx(0.1)
+    # the paper's step counts, capped so that at least half the steps train at the peak
+    s = make_schedule(19, (1.0,), warmup_frac=0, decay_frac=0, final_frac=0.1, warmup_steps=150, decay_steps=300)
+    assert (s.warmup, s.decay) == (9, 9)
+
+
+def test_a_sequential_schedule_gives_each_phase_its_peak_and_keeps_warmup_out_of_most_of_it():
+    # a seq50 under a budget: the IFT phase is 6 of 100 steps; a 10-step warmup would eat all of it
+    s = make_schedule(100, (1e-3, 4e-3), (1, 7), warmup_frac=0.1, decay_frac=0.3, final_frac=0.1)
+    assert (s.warmup, s.decay) == (3, 30)
+    assert [s.lr(t) for t in range(1, 7)] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3, 1e-3, 1e-3])
+    assert s.lr(7) == 4e-3 and s.lr(70) == 4e-3 and s.lr(100) == pytest.approx(4e-4)
+
+
+def _trainer(tok, docs, cfg, **kw):
+    from rdistill.model import resolve_kernels
+
+    net = _tiny(tok)
+    return Trainer(net, docs, cfg, lr=1e-3, seed=0, kernels=resolve_kernels(net, "cpu"), **kw)
+
+
+@pytest.mark.parametrize("cfg", [
+    TrainConfig(budget_flops=3e9, pack_tokens=512),
+    TrainConfig(budget_flops=3e9, pack_tokens=512, batch_samples=16),
+    TrainConfig(samples=150, pack_tokens=512),
+    TrainConfig(samples=150, pack_tokens=512, batch_samples=0, packs_per_step=2),
+])
+def test_the_dry_run_counts_the_steps_training_takes(tok, docs, cfg):
+    t = _trainer(tok, docs, cfg)
+    planned, _ = t.count_steps()
+    out = t.train()
+    assert out.steps == planned == out.schedule.total
+
+
+def test_paper_mode_steps_are_32_samples_whatever_their_tokens(tok, docs):
+    """The paper's global batch: IFT (short) and reasoning (long) documents make the same optimizer steps
+    for the same samples, each step packed into as many rows as it needs."""
+    ift = [(ids[:12], mask[:12]) for ids, mask in docs]  # short documents: many to a pack
+    counts = []
+    for d in (ift, docs):
+        seen = []
+        out = train_arm(_tiny(tok), d, TrainConfig(samples=200, pack_tokens=512), lr=1e-3,
+                        on_step=lambda rec, led: seen.append(rec.samples))
+        counts.append((out.steps, seen))
+    assert counts[0] == counts[1] and counts[0][0] == 7 and counts[0][1] == [32] * 6 + [8]
 
 
 @pytest.mark.parametrize("kind", ["exact", "paper", "6nd"])
@@ -89,7 +134,7 @@ def test_loss_is_normalised_by_the_step_not_the_pack(tok, docs):
     losses = []
     for pack_tokens, per_step in ((4096, 1), (256, 64)):
         net = _tiny(tok)
-        s = TrainConfig(samples=40, pack_tokens=pack_tokens, packs_per_step=per_step)
+        s = TrainConfig(samples=40, pack_tokens=pack_tokens, packs_per_step=per_step, batch_samples=0)
         out = train_arm(net, docs, s, lr=1e-3, on_step=lambda r, l: losses.append(r.loss))
         assert out.steps == 1
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)

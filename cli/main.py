@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rdistill.cli import data_cmds, flops_cmd  # noqa: F401  (they register their commands)
+from rdistill.cli import data_cmds, flops_cmd, report_cmd  # noqa: F401  (they register their commands)
 from rdistill.cli.app import app, fail, quiet_libraries
 from rdistill.cli.options import (
     SHARED_OPTIONS,
@@ -243,21 +243,6 @@ SWEEP_CONFIG = _config_param(
     "The settings every point shares, from a YAML or JSON run config (its out, arms, model and budget are the "
     "point's); flags given here override it.")
 command(app, "sweep", _sweep, SWEEP_OPTIONS, extra=[STUDY, SWEEP_CONFIG])
-
-
-@app.command()
-def report(
-    study: Annotated[Path, typer.Argument(help="A study folder (run folders with results.json, found recursively).")],
-    ceiling: Annotated[float, typer.Option(help="Accuracy ceiling for the fits (the teacher's accuracy; 1.0 for the built-in data).")] = 1.0,
-) -> None:
-    """Write STUDY/report/report.md and its PNG plots: Pareto fronts, fits, compute-equivalent statements."""
-    from rdistill.analysis import StudyError, write_report
-
-    try:
-        path = write_report(study, ceiling=ceiling)
-    except StudyError as e:
-        fail(e)
-    console.print(f"report: {path}")
 
 
 @app.command()

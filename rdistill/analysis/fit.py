@@ -22,6 +22,7 @@ from rdistill.analysis.pareto import flop_levels
 
 MIN_FIT_POINTS = 4
 MIN_FIT_DISTINCT_X = 3
+N_PARAMETERS = 4
 _CLIP_UNIT = 30.0
 _CLIP_RATE = (-60.0, 40.0)
 _STEP = np.array([0.5, 0.5, 1.0, 0.5])
@@ -38,7 +39,8 @@ class Fit:
     ``ceiling``), ``k`` how gradually it bends. The fit is done on ``x / x_ref`` (``x_ref`` the smallest
     FLOP count fitted) so that the optimiser sees numbers near 1; ``g_scaled`` is the rate in that unit
     and ``g = g_scaled * x_ref ** -k`` the rate for x in FLOPs. ``mae`` is the mean absolute error of
-    the fit on its ``n`` points, in the same unit as accuracy.
+    the fit on its ``n`` points, in the same unit as accuracy; ``levels`` is how many distinct FLOP levels
+    those points are at (replicates and students trained to one budget share a level).
     """
 
     a: float
@@ -50,6 +52,7 @@ class Fit:
     ceiling: float = 1.0
     x_ref: float = 1.0
     g_scaled: float = 0.0
+    levels: int = 0
 
     def predict(self, x: float | Sequence[float] | np.ndarray) -> np.ndarray:
         """Fitted accuracy at ``x`` FLOPs."""
@@ -178,4 +181,83 @@ def fit_saturating(
         if val < best_val:
             best_theta, best_val = theta, val
     a, b, gs, k = _unpack(best_theta, ceiling)
-    return Fit(a=a, b=b, g=gs * x_ref ** (-k), k=k, mae=best_val, n=n, ceiling=ceiling, x_ref=x_ref, g_scaled=gs)
+    return Fit(a=a, b=b, g=gs * x_ref ** (-k), k=k, mae=best_val, n=n, ceiling=ceiling, x_ref=x_ref, g_scaled=gs,
+               levels=len(set(flop_levels(list(xa)).values())))
+
+
+@dataclass(frozen=True)
+class DegeneracyRules:
+    """When a fit is degenerate. Accuracy thresholds are fractions (0.02 = 2 points)."""
+
+    min_rise: float = 0.02
+    """b (the rise from a to the plateau) below this is a flat line: no FLOPs-for-accuracy to read off."""
+    k_max: float = 0.99
+    """k at or above this sits at its bound 1."""
+    k_min: float = 0.01
+    """k at or below this sits at its bound 0."""
+    bound_tol: float = 1e-3
+    """a within this share of the ceiling of 0, or a + b within it of the ceiling, sits at its bound."""
+    min_mae: float = 5e-4
+    """A mean absolute error below this (0.05 points) passes through every point: the shape is not tested."""
+    strict_bounds: bool = False
+    """Also count a at 0 and a + b at the ceiling as degenerate. Off by default: they fix where the curve
+    starts below, or levels off above, the measured FLOPs (a curve that starts at 0%, one still rising at
+    the largest budget), not its shape within them, which is what a FLOPs-for-accuracy reads."""
+
+
+DEFAULT_RULES = DegeneracyRules()
+
+
+def degenerate_reasons(fit: Fit, rules: DegeneracyRules = DEFAULT_RULES) -> tuple[str, ...]:
+    """Why a fit cannot support a compute-equivalent statement; empty when it can.
+
+    Degenerate: no more points, or distinct FLOP levels, than its four parameters (four levels with
+    replicates still let the curve pass through the level means); the shape parameters k or g pinned at a bound
+    of the feasible set (the data pushed the optimum against a constraint, so the shape is the
+    constraint's, not the data's); a rise b below ``rules.min_rise`` (a flat line); a mean absolute
+    error of about 0. With ``rules.strict_bounds``, also a or a + b at a bound (:func:`bound_notes`).
+    """
+    out = []
+    if fit.n <= N_PARAMETERS:
+        out.append(f"{fit.n} points for {N_PARAMETERS} parameters")
+    elif 0 < fit.levels <= N_PARAMETERS:
+        out.append(f"{fit.levels} FLOP levels ({fit.n} points) for {N_PARAMETERS} parameters")
+    if fit.k >= rules.k_max:
+        out.append(f"k = {fit.k:.3f} at its bound 1")
+    if fit.k <= rules.k_min:
+        out.append(f"k = {fit.k:.3g} at its bound 0")
+    if fit.b < rules.min_rise:
+        out.append(f"b = {100 * fit.b:.2f} points, below {100 * rules.min_rise:g} (a flat line)")
+    if rules.strict_bounds:
+        out += bound_notes(fit, rules)
+    if fit.g_scaled > 0 and not _CLIP_RATE[0] + 1.0 < math.log(fit.g_scaled) < _CLIP_RATE[1] - 1.0:
+        out.append("g at the end of its range")
+    if fit.mae < rules.min_mae:
+        out.append(f"MAE {100 * fit.mae:.3f} points: the curve passes through every point")
+    return tuple(out)
+
+
+def bound_notes(fit: Fit, rules: DegeneracyRules = DEFAULT_RULES) -> list[str]:
+    """a at its bound 0, a + b at the ceiling: where the curve starts or levels off is the constraint's."""
+    out = []
+    if fit.a <= rules.bound_tol * fit.ceiling:
+        out.append("a at its bound 0")
+    if fit.a + fit.b >= (1.0 - rules.bound_tol) * fit.ceiling:
+        out.append(f"a + b at the ceiling {100 * fit.ceiling:.1f}%")
+    return out
+
+
+def unconstrained(fit: Fit) -> np.ndarray:
+    """The optimiser's parameters of a fit (the inverse of :func:`_unpack`, within its clipping)."""
+    s = fit.a + fit.b
+    theta = [logit(min(max(s / fit.ceiling, 1e-13), 1 - 1e-13)), logit(min(max(fit.a / s, 1e-13), 1 - 1e-13)),
+             math.log(fit.g_scaled), logit(min(max(fit.k, 1e-13), 1 - 1e-13))]
+    return np.array(theta, dtype=float)
+
+
+def unpack_many(theta: np.ndarray, ceiling: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_unpack` on rows of unconstrained parameters: arrays a, b, g_scaled, k."""
+    p, q, w = (np.clip(theta[:, i], -_CLIP_UNIT, _CLIP_UNIT) for i in (0, 1, 3))
+    r = np.clip(theta[:, 2], *_CLIP_RATE)
+    s = ceiling * expit(p)
+    return s * expit(q), s * expit(-q), np.exp(r), expit(w)

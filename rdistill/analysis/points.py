@@ -3,6 +3,11 @@
 A study folder holds run folders, each with the ``results.json`` that ``rdistill.run`` writes. Every
 complete, evaluated arm is one :class:`Point`; every other arm, and every file that cannot be read, is
 a :class:`Skipped` with the reason, so a report can count and list them.
+
+A point's ``train_flops`` is the training FLOP count chosen as the study's x-axis (``scan(x=...)``:
+the exact count by default, or the paper's formula, 6ND, or what was executed); all its counts are kept
+in ``flops_by_count``. When the arm's ``generations.jsonl`` is there and agrees with results.json, the
+point carries its per-item scores (:mod:`.items`), which the statistics pair across arms.
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
+from rdistill.analysis.items import GENERATIONS, ItemScores, ItemsError, check_items, read_items
 from rdistill.data.curriculum import arm_sort_key
 from rdistill.results import ArmResult, ResultsError, RunResults
 
 OVERALL = "overall"
 FULL_BUDGET = 0.99
 REPORT_DIR = "report"
+X_COUNTS = {"exact": "exact", "paper": "paper", "6nd": "six_nd", "executed": "executed"}
+"""``--x`` names of the training-FLOP counts, and the results.json field of each."""
+X_LABELS = {"exact": "exact count", "paper": "the paper's formula", "6nd": "6ND", "executed": "executed count"}
 
 
 class StudyError(ValueError):
@@ -57,6 +68,15 @@ class Point:
     budget_used: float | None = None
     stopped_by: str | None = None
     variant: str = ""
+    seed: int | None = None
+    epochs: float | None = None
+    """Passes over the training examples the arm made (samples trained on / training examples)."""
+    flops_by_count: dict[str, float] = field(default_factory=dict)
+    """Training FLOPs by every count recorded, keyed by ``--x`` name (exact, paper, 6nd, executed)."""
+    x_count: str = "exact"
+    """Which count ``train_flops`` is."""
+    items: ItemScores | None = None
+    """Per-item scores from generations.jsonl, when present and consistent with results.json."""
 
     @property
     def model_name(self) -> str:
@@ -87,14 +107,19 @@ class Point:
         """How many held-out examples the accuracy on ``name`` was measured on."""
         return self.n if name == OVERALL else int(self.n_by_family.get(name, 0))
 
+    def metric_items(self, name: str) -> tuple[tuple[str, ...], np.ndarray] | None:
+        """(item keys, 0/1 scores as floats) of the items ``name`` is measured on; None without items."""
+        return None if self.items is None else self.items.select(name, OVERALL)
+
     def sort_key(self) -> tuple:
-        """A total, input-order-independent order: student size, model, arm, variant, budget, source."""
+        """A total, input-order-independent order: student size, model, arm, variant, budget, seed, source."""
         return (
             self.params if self.params is not None else -1,
             self.model,
             arm_sort_key(self.arm),
             self.variant,
             self.budget if self.budget is not None else -1.0,
+            self.seed if self.seed is not None else -1,
             self.train_flops,
             str(self.source),
         )
@@ -120,6 +145,9 @@ class Study:
     points: list[Point]
     skipped: list[Skipped]
     run_status: dict[Path, str] = field(default_factory=dict)
+    x_count: str = "exact"
+    notes: list[str] = field(default_factory=list)
+    """Per-item files that could not be used (the points are kept, without item-level pairing)."""
 
     @property
     def metrics(self) -> list[str]:
@@ -147,7 +175,22 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _point_from_arm(arm: ArmResult, results: RunResults, source: Path) -> Point | Skipped:
+def _items_for(arm: ArmResult, source: Path, notes: list[str]) -> ItemScores | None:
+    """The arm's per-item scores, or None (with a note when the file is there but unusable)."""
+    path = source.parent / arm.name / GENERATIONS
+    if not path.is_file():
+        return None
+    try:
+        items = read_items(path)
+        by_family = {f: v for f, v in arm.eval.by_family.items() if v is not None}
+        check_items(items, arm.eval.n, arm.eval.accuracy, by_family, path)
+    except ItemsError as e:
+        notes.append(f"{e}; this point is compared without item-level pairing")
+        return None
+    return items
+
+
+def _point_from_arm(arm: ArmResult, results: RunResults, source: Path, x: str, notes: list[str]) -> Point | Skipped:
     model = arm.model or results.config.model.name or "?"
     budget = _finite(arm.budget_flops)
 
@@ -162,9 +205,11 @@ def _point_from_arm(arm: ArmResult, results: RunResults, source: Path) -> Point 
     accuracy = _finite(ev.accuracy)
     if accuracy is None:
         return skip("evaluation has no accuracy (empty held-out set?)")
-    train = _finite(arm.flops.exact)
-    if train is None or train <= 0:
-        return skip("no exact training FLOP count")
+    counts = {name: v for name, attr in X_COUNTS.items()
+              if (v := _finite(getattr(arm.flops, attr))) is not None and v > 0}
+    train = counts.get(x)
+    if train is None:
+        return skip(f"no {x} training FLOP count (the x-axis asked for)")
     inference = _finite(ev.inference_flops_per_query.exact)
     by_family = {}
     for family, value in ev.by_family.items():
@@ -193,6 +238,11 @@ def _point_from_arm(arm: ArmResult, results: RunResults, source: Path) -> Point 
         budget_kind=arm.budget_kind if budget is not None else None,
         budget_used=_finite(arm.budget_used),
         stopped_by=arm.stopped_by,
+        seed=results.config.seed,
+        epochs=_finite(arm.epochs),
+        flops_by_count=counts,
+        x_count=x,
+        items=_items_for(arm, source, notes),
     )
 
 
@@ -210,14 +260,17 @@ def _with_variants(points: list[Point]) -> list[Point]:
     return out
 
 
-def scan(study_dir: str | Path) -> Study:
+def scan(study_dir: str | Path, *, x: str = "exact") -> Study:
     """Read every ``results.json`` under ``study_dir`` (recursively): points, skipped arms, run statuses.
 
-    Files are read by ``RunResults.read``. Arms that are not complete, or not evaluated, are not points
+    ``x`` is the training-FLOP count the points' ``train_flops`` holds (a key of ``X_COUNTS``); an arm
+    without that count is skipped with the reason. Files are read by ``RunResults.read``. Arms that are not complete, or not evaluated, are not points
     but are kept in ``skipped`` so the report can count and list them. A file that cannot be read
     (not JSON, malformed, of a newer schema, or without a schema version) is skipped the same way,
     with status "unreadable" and the reader's message, which names the file and the key.
     """
+    if x not in X_COUNTS:
+        raise StudyError(f"unknown training-FLOP count {x!r}; choose one of {', '.join(X_COUNTS)}")
     root = Path(study_dir)
     if not root.is_dir():
         raise StudyError(f"study folder {root} does not exist or is not a folder")
@@ -230,6 +283,7 @@ def scan(study_dir: str | Path) -> Study:
     points: list[Point] = []
     skipped: list[Skipped] = []
     run_status: dict[Path, str] = {}
+    notes: list[str] = []
     for path in files:
         try:
             results = RunResults.read(path)
@@ -239,16 +293,16 @@ def scan(study_dir: str | Path) -> Study:
             continue
         run_status[path] = results.status
         for arm in results.arms:
-            got = _point_from_arm(arm, results, path)
+            got = _point_from_arm(arm, results, path, x, notes)
             (points if isinstance(got, Point) else skipped).append(got)
     points = sorted(_with_variants(points), key=Point.sort_key)
-    return Study(root, points, skipped, run_status)
+    return Study(root, points, skipped, run_status, x, notes)
 
 
-def collect(study_dir: str | Path) -> list[Point]:
+def collect(study_dir: str | Path, *, x: str = "exact") -> list[Point]:
     """One :class:`Point` per evaluated, complete (run, arm) under ``study_dir``, in a stable order.
 
     Raises :class:`StudyError` if the folder holds no results.json. Use :func:`scan` to also get the
     arms that were skipped (failed, interrupted, not evaluated).
     """
-    return scan(study_dir).points
+    return scan(study_dir, x=x).points

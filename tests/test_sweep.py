@@ -59,6 +59,10 @@ def test_interrupted_sweep_resumes_and_skips_finished_points(tmp_path, monkeypat
     report = write_report(study)
     text = report.read_text()
     assert "ift" in text and "reasoning" in text and "seq50" in text
+    modes = text[text.index("## Output mode"):].split("\n## ")[0]
+    assert "reasoning mode overall" in modes
+    row = next(line for line in modes.splitlines() if line.startswith("| ift"))
+    assert "| 0% |" in row  # an IFT student never opens a think block
     pngs = list(report.parent.glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 

@@ -16,6 +16,7 @@ from rdistill.analysis.resample import DEFAULT_BOOTSTRAP, DEFAULT_SEED, Resample
 from rdistill.analysis.sections import (
     section_fits,
     section_lengths,
+    section_modes,
     section_pareto,
     section_replicates,
     section_results,
@@ -159,6 +160,7 @@ def write_report(
         lines += _section_statements(study, budget, equal, metrics, rs)
         lines += _section_serving(study, metrics, qs, at_accuracy, at_budget)
         lines += section_lengths(study) + [""]
+        lines += section_modes(study, metrics) + [""]
         lines += ["## Plots", ""]
         labels = [(f"{a}_flops_", label) for a, _attr, label in AXES] + [(f"{TOTAL_COST}_", "total cost")]
         for key, label in labels:

@@ -77,6 +77,11 @@ class Point:
     """Which count ``train_flops`` is."""
     items: ItemScores | None = None
     """Per-item scores from generations.jsonl, when present and consistent with results.json."""
+    reasoning_mode: dict[str, float] = field(default_factory=dict)
+    """Share of outputs in reasoning mode (they open a think block), "overall" and per family; empty
+    for results scored before that was recorded."""
+    no_answer: int | None = None
+    truncated: int | None = None
 
     @property
     def model_name(self) -> str:
@@ -240,6 +245,11 @@ def _point_from_arm(arm: ArmResult, results: RunResults, source: Path, x: str, n
         stopped_by=arm.stopped_by,
         seed=results.config.seed,
         epochs=_finite(arm.epochs),
+        reasoning_mode=({"overall": ev.reasoning_mode, **{f: v for f, v in (ev.reasoning_mode_by_family or {}).items()
+                                                            if v is not None}}
+                        if ev.reasoning_mode is not None else {}),
+        no_answer=ev.no_answer,
+        truncated=ev.truncated,
         flops_by_count=counts,
         x_count=x,
         items=_items_for(arm, source, notes),

@@ -246,3 +246,19 @@ def section_lengths(study: Study) -> list[str]:
               table(["arm", "configurations", "all", "right", "wrong", "wrong / right",
                      f"x {ref} tokens, median (matched runs)"], rows)]
     return lines
+
+
+def section_modes(study: Study, metrics: Sequence[str]) -> list[str]:
+    """Which mode each configuration answers in (the paper's mode switching: mixed curricula above 50%
+    reasoning answer in reasoning mode), and how many outputs had no answer or were cut short."""
+    pts = [p for p in study.points if p.reasoning_mode]
+    if not pts:
+        return []
+    rows = [[p.label, flops_text(p.budget), *(_opt(p.reasoning_mode.get(m), ".0%") for m in metrics),
+             _opt(p.no_answer, "d"), _opt(p.truncated, "d"), p.n] for p in pts]
+    return ["## Output mode", "",
+            "Share of held-out outputs in reasoning mode (they open a `<think>` block; the answer is read after "
+            "`</think>`), and outputs with no answer (no box, or a think block never closed) or truncated (a think "
+            "block never closed, or the token cap reached).", "",
+            table(["configuration", "budget", *(f"reasoning mode {m}" for m in metrics), "no answer", "truncated",
+                   "outputs"], rows)]

@@ -1,20 +1,27 @@
-"""`rdistill data synth` and `rdistill data stats`."""
+"""`rdistill data synth`, `data stats`, `data generate` (a local teacher answers every prompt in both modes) and
+`data merge` (its shards joined)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rdistill.cli.app import data_app, fail
-from rdistill.cli.options import check_pack_tokens, command, opt, values
-from rdistill.cli.render import console, table_console
+from rdistill.cli.app import data_app, fail, quiet_libraries
+from rdistill.cli.options import Option, check_pack_tokens, command, opt, values
+from rdistill.cli.render import console, pct, sci, table_console
 from rdistill.config import DataConfig, ModelConfig
+from rdistill.typed import field_docs
+from rdistill.teacher_config import GenerateConfig, ModeSampling
+from rdistill.teacher_files import MODES
 
 SYNTH_OPTIONS = (opt("data.train_size"), opt("data.eval_size"), opt("data.difficulty"), opt("seed"))
 STATS_OPTIONS = (
@@ -126,3 +133,187 @@ command(data_app, "stats", _stats, STATS_OPTIONS, help_overrides={
                  "Default: the built-in synthetic teacher's training set.",
     "data.eval_size": "Synthetic held-out examples (set aside first, as `train` does; not counted).",
 })
+
+
+def _gen_opt(name: str, flag: str | None = None) -> Option:
+    return Option(name, flag or "--" + name.replace("_", "-"), GenerateConfig)
+
+
+GENERATE_OPTIONS = tuple(_gen_opt(n) for n in (
+    "engine", "thinking_switch", "ift_system", "reasoning_system", "ift_template", "reasoning_template", "seed",
+    "batch_size", "keep", "num_shards", "shard", "columns", "split", "families", "limit",
+)) + (_gen_opt("skip_bad_rows", "--skip-bad-rows/--no-skip-bad-rows"), _gen_opt("device"), _gen_opt("dtype"))
+PER_MODE = "one value for both modes, or ift=X,reasoning=Y"
+MODE_DEFAULTS = {f.name: f.default_factory() for f in dataclasses.fields(GenerateConfig) if f.name in MODES}
+
+
+def parse_per_mode(flag: str, text: str | None, cast: Callable[[str], Any]) -> dict[str, Any]:
+    """``"0.6"`` -> both modes; ``"ift=0.7,reasoning=0.6"`` -> each (a mode left out keeps its default)."""
+    if text is None:
+        return {}
+    try:
+        if "=" not in text:
+            return {m: cast(text.strip()) for m in MODES}
+        out = {}
+        for item in text.split(","):
+            mode, _, value = (s.strip() for s in item.partition("="))
+            if mode not in MODES:
+                raise ValueError(f"unknown mode {mode!r}")
+            out[mode] = cast(value)
+        return out
+    except ValueError as e:
+        raise ValueError(f"{flag} {text!r}: {e}; give {PER_MODE}") from None
+
+
+def _mode_option(name: str) -> inspect.Parameter:
+    doc = field_docs(ModeSampling).get(name, "")
+    default = ",".join(f"{m}={getattr(MODE_DEFAULTS[m], name)}" for m in MODES)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[str], typer.Option("--" + name.replace("_", "-"), help=f"{doc} Per mode: {PER_MODE}. Default: {default}.")])
+
+
+def _required(name: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
+        str, typer.Option("--" + name, help=field_docs(GenerateConfig)[name])])
+
+
+GENERATE_EXTRA = [
+    _required("teacher"), _required("prompts"), _required("out"),
+    *map(_mode_option, ("max_new_tokens", "temperature", "top_p", "top_k")),
+    inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]),
+]
+
+
+class _GenerateProgress:
+    """A bar with prompts/s and tokens/s on a terminal; a line every 10 s (and at the end) in a log."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.t0 = self.last = time.perf_counter()
+        self.prompts = self.tokens = self.total = self.done = 0
+
+    def started(self, total, done, toggle, teacher):
+        self.total, self.done = total, done
+        console.print(f"teacher {teacher['path']} ({teacher.get('parameters') or '?'} parameters, {teacher['engine']}"
+                      f"{', ' + teacher['device'] if 'device' in teacher else ''}); modes toggled by {toggle.kind}")
+        if done:
+            console.print(f"resuming: {done} of {total} prompts already answered")
+        if console.is_terminal:
+            self.bar = Progress(TextColumn("[bold]generating"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=console)
+            self.bar.start()
+            self.task = self.bar.add_task("generate", total=total, completed=done, rate="")
+
+    def batch(self, prompts, tokens):
+        self.prompts += prompts
+        self.tokens += tokens
+        self.done += prompts
+        secs = max(time.perf_counter() - self.t0, 1e-9)
+        rate = f"{self.prompts / secs:.2f} prompts/s, {self.tokens / secs:,.0f} tokens/s"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, rate=rate)
+        elif time.perf_counter() - self.last >= 10 or self.done >= self.total:
+            self.last = time.perf_counter()
+            console.print(f"{time.strftime('%H:%M:%S')} {self.done} / {self.total} prompts, {rate}", highlight=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _summary(manifest, files) -> None:
+    c, fl, tp = manifest.counts, manifest.flops, manifest.throughput
+    out = table_console()
+    gates = Table(title=f"{c['prompts']} prompts answered in both modes: quality gates")
+    for col in ("mode", "mean tokens", "stopped at EOS", "truncated (cap)", "think closed", "no answer", "right"):
+        gates.add_column(col, justify="left" if col == "mode" else "right")
+    for m in MODES:
+        s = s_ = c[m]
+        gates.add_row(m, f"{s['mean_tokens'] or 0:.1f}", str(s["eos"]), str(s["truncated"]),
+                      str(s_.get("think_closed", "-")), str(s["no_answer"]), "-" if s["correct"] is None else str(s["correct"]))
+    out.print(gates)
+    fams = Table(title="answer tokens (teacher tokenizer, EOS included) and agreement, by family")
+    for col in ("family", "prompts", "ift tokens", "reasoning tokens", "reasoning / ift", "agree", "passed"):
+        fams.add_column(col, justify="left" if col == "family" else "right")
+    for fam, f in c["by_family"].items():
+        ratio = f["reasoning_over_ift"]
+        fams.add_row(fam, str(f["prompts"]), f"{f['ift_mean_tokens']:.1f}", f"{f['reasoning_mean_tokens']:.1f}",
+                     "-" if ratio is None else f"{ratio:.1f}x", str(f["agree"]), str(f["passed"]))
+    out.print(fams)
+    rate = lambda k: "-" if tp.get(k) is None else f"{tp[k]:,.2f}"  # noqa: E731
+    gold = f"; right against the gold answer: ift {c['ift']['correct']}, reasoning {c['reasoning']['correct']} of " \
+           f"{c['with_gold']}" if c["with_gold"] else ""
+    console.print(f"agreement {c['agree']}/{c['prompts']} ({pct(c['agreement_rate'])}){gold}; kept ({c['keep']}) "
+                  f"{c['kept']} rows in {files.pairs}")
+    console.print(f"teacher inference FLOPs: {sci(fl['total']['exact'])} exact, {sci(fl['total']['paper'])} paper "
+                  f"(ift {sci(fl['ift']['exact'])}, reasoning {sci(fl['reasoning']['exact'])} exact); "
+                  f"{manifest.seconds:.1f} s, {rate('prompts_per_second')} prompts/s, {rate('tokens_per_second')} tokens/s")
+    console.print(f"every answer with its quality columns: {files.log}; manifest: {files.manifest}")
+
+
+def _generate(teacher: str, prompts: str, out: str, threads: int | None = None, **given: Any) -> None:
+    """Answer every prompt twice with a local teacher, reasoning mode off (ift) and on (reasoning), into a
+    paired training file; resumable, shardable, with quality gates and the teacher's inference FLOPs."""
+    import torch
+
+    from rdistill.data.loading import DataError
+    from rdistill.prompts import read_prompts
+    from rdistill.teacher import generate_pairs, source_sha256
+    from rdistill.teacher_engines import make_engine
+    from rdistill.teacher_files import GenerateError, OutputFiles
+    from rdistill.teacher_format import ToggleError
+
+    v = values(GENERATE_OPTIONS, {k: given.get(k) for k in (o.ident for o in GENERATE_OPTIONS)})
+    v |= {"teacher": teacher, "prompts": prompts, "out": out}
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        modes = {m: {} for m in MODES}
+        for key, cast in (("max_new_tokens", int), ("temperature", float), ("top_p", float), ("top_k", int)):
+            for m, value in parse_per_mode("--" + key.replace("_", "-"), given.get(key), cast).items():
+                modes[m][key] = value
+        samplings = {m: dataclasses.replace(MODE_DEFAULTS[m], **modes[m]) for m in MODES}
+        families = tuple(v["families"]) if v["families"] else None
+        cfg = GenerateConfig(**{**v, "families": families}, **samplings)
+        OutputFiles(Path(cfg.out))
+        loaded = read_prompts(cfg.prompts, columns=cfg.columns, split=cfg.split, skip_bad_rows=cfg.skip_bad_rows,
+                              families=cfg.families, limit=cfg.limit, default_split="train")
+        console.print(loaded.summary())
+        quiet_libraries()
+        engine = make_engine(cfg.engine, cfg.teacher, device=cfg.device, dtype=cfg.dtype)
+        hooks = _GenerateProgress()
+        try:
+            manifest = generate_pairs(cfg, loaded.rows, engine, prompts_sha256=source_sha256(cfg.prompts), hooks=hooks)
+        finally:
+            hooks.close()
+    except KeyboardInterrupt:
+        console.print(f"interrupted: every finished batch is in {OutputFiles(Path(v['out'])).log}; rerun the same "
+                      "command to go on")
+        raise typer.Exit(130) from None
+    except (DataError, GenerateError, ToggleError, ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        fail(e)
+    _summary(manifest, OutputFiles(Path(cfg.out)))
+
+
+command(data_app, "generate", _generate, GENERATE_OPTIONS, extra=GENERATE_EXTRA)
+
+
+@data_app.command()
+def merge(
+    shards: Annotated[list[Path], typer.Argument(help="The --out file (PAIRS.jsonl) of every shard.")],
+    out: Annotated[Path, typer.Option(help="The merged training file; its .generations.jsonl and .manifest.json go beside it.")],
+) -> None:
+    """Join the shards of one `rdistill data generate` (every shard complete, each once, same settings) into one
+    output, in prompt order; a prompt answered in two shards is an error unless both answers are identical."""
+    from rdistill.teacher_files import GenerateError, OutputFiles
+    from rdistill.teacher_merge import merge_shards
+
+    try:
+        result = merge_shards(shards, out)
+    except GenerateError as e:
+        fail(e)
+    if result.duplicates:
+        console.print(f"{result.duplicates} prompts were answered identically in two shards; kept once")
+    _summary(result.manifest, OutputFiles(out))

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rdistill.cli import data_cmds, flops_cmd, report_cmd  # noqa: F401  (they register their commands)
+from rdistill.cli import data_cmds, eval_cmd, flops_cmd, report_cmd  # noqa: F401  (they register their commands)
 from rdistill.cli.app import app, fail, quiet_libraries
 from rdistill.cli.options import (
     SHARED_OPTIONS,

@@ -22,7 +22,6 @@ reasoning answer + 8 when the data has them; else the run's setting for its stud
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -51,7 +50,7 @@ from rdistill.results import (
     RunResults,
 )
 from rdistill.run import _auto_max_new_tokens, _write_generations
-from rdistill.typed import SchemaError, from_dict, to_dict
+from rdistill.typed import read_versioned, to_dict
 
 EVAL_FILE = "eval.json"
 EVAL_VERSION = 1
@@ -91,18 +90,7 @@ class CheckpointEval:
 
     @classmethod
     def read(cls, path: str | Path) -> CheckpointEval:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{p}: cannot read ({e})") from e
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if not isinstance(version, int) or version > EVAL_VERSION:
-            raise CheckpointError(f"{p}: schema version {version!r}; this rdistill reads up to {EVAL_VERSION}")
-        try:
-            return from_dict(cls, data)
-        except SchemaError as e:
-            raise CheckpointError(f"{p}: {e}") from e
+        return read_versioned(cls, path, EVAL_VERSION, CheckpointError)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from rdistill.data.schema import PairedExample
 from rdistill.io import atomic_writer, write_json_atomic
-from rdistill.typed import SchemaError, from_dict, to_dict
+from rdistill.typed import read_versioned, to_dict
 
 MODES = ("ift", "reasoning")
 MANIFEST_VERSION = 1
@@ -97,18 +97,8 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise GenerateError(f"{path}: cannot read the manifest ({e})") from e
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if not isinstance(version, int) or version > MANIFEST_VERSION:
-            raise GenerateError(f"{path}: manifest schema version {version!r}, this rdistill reads up to "
-                                f"{MANIFEST_VERSION}; upgrade rdistill or use another --out")
-        try:
-            return from_dict(cls, data)
-        except SchemaError as e:
-            raise GenerateError(f"{path}: {e}") from e
+        return read_versioned(cls, path, MANIFEST_VERSION, GenerateError, "manifest",
+                              "upgrade rdistill or use another --out")
 
 
 def now() -> str:

@@ -19,11 +19,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import textwrap
 import types
 import typing
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 T = TypeVar("T")
@@ -74,6 +76,25 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise
     except (TypeError, ValueError) as e:
         raise SchemaError(f"{label}: {e}") from e
+
+
+def read_versioned(cls: type[T], path: str | Path, max_version: int, error: type[Exception], what: str = "",
+                   hint: str = "") -> T:
+    """A JSON file holding ``cls`` with a ``schema_version`` at most ``max_version``; ``error`` (naming
+    the file, ``what`` it is, and ``hint``) when it cannot be read, is newer, or does not match."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise error(f"{p}: cannot read{' the ' + what if what else ''} ({e})") from e
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if not isinstance(version, int) or version > max_version:
+        raise error(f"{p}: {what + ' ' if what else ''}schema version {version!r}, this rdistill reads up to "
+                    f"{max_version}{'; ' + hint if hint else ''}")
+    try:
+        return from_dict(cls, data)
+    except SchemaError as e:
+        raise error(f"{p}: {e}") from e
 
 
 def convert(tp: Any, value: Any, where: str) -> Any:

@@ -59,6 +59,14 @@ def test_wilson_matches_scipy(k, n):
     assert wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-9)
 
 
+def test_wilson_contains_the_estimate_exactly():
+    """At 0% and 100% the bound is the estimate itself, not 1e-17 beside it (a plot's error bar would be negative)."""
+    for n in range(1, 201):
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k / n * n, n)
+            assert lo <= k / n <= hi, (k, n, lo, hi)
+
+
 def test_zero_against_zero_is_never_a_zero_width_interval():
     lo, hi = wilson_interval(0, 10)
     assert lo == 0.0 and hi == pytest.approx(1.96**2 / (10 + 1.96**2), rel=1e-3)  # 0.2775

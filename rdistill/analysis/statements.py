@@ -162,7 +162,7 @@ def _x(v: float) -> str:
 def _needs_text(la: str, lb: str, xa: float, xb: float) -> str:
     """"A needs 2.1x the training FLOPs of B", with "(2.1x fewer)" spelled out when A needs less."""
     r = xa / xb
-    fewer = f" ({1 / r:.3g}x fewer)" if r < 1 else ""
+    fewer = f" ({1 / r:.3g}x fewer)" if f"{1 / r:.3g}" != "1" and r < 1 else ""
     return f"{la} needs {r:.3g}x the training FLOPs of {lb}{fewer}"
 
 

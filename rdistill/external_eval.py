@@ -13,7 +13,8 @@ A checkpoint in a run folder (``RUN/<arm>/model``) is that run's student: its ru
 the training FLOPs, parameters, budget, seed and config, so OUT/results.json is the run's own record of
 the arm with the new evaluation in its ``eval`` block, and ``rdistill report`` places it like any point.
 Any other checkpoint has no training cost on record and no results.json (RunResults has no way to say
-"unknown training"), so the report does not read it yet; eval.json holds everything it would need.
+"unknown training"); ``rdistill report`` reads its eval.json (rdistill.eval_record) and places it on the
+inference-FLOPs axis only.
 
 Defaults: the checkpoint's own tokenizer and chat template (a run's student: the tokenizer its run used), weights in the dtype they are stored in (a
 run's student: its training dtype), ``max_new_tokens`` as a run sets it (1.5x the longest reference
@@ -26,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -36,8 +36,8 @@ from rdistill.data.schema import PairedExample
 from rdistill.data.sources import BUILTIN_TOKENIZER, builtin_tokenizer, checkpoint_tokenizer
 from rdistill.data.tokenize import load_tokenizer
 from rdistill.environment import capture
+from rdistill.eval_record import EVAL_FILE, CheckpointError, CheckpointEval
 from rdistill.evaluate import Generation, generate_answers, summarise
-from rdistill.io import write_json_atomic
 from rdistill.model import count_parameters
 from rdistill.results import (
     TIME_FORMAT,
@@ -45,52 +45,13 @@ from rdistill.results import (
     ArmResult,
     DataSummary,
     EvalResult,
-    FlopTotals,
     ResultsError,
     RunResults,
 )
-from rdistill.run import _auto_max_new_tokens, _write_generations
-from rdistill.typed import read_versioned, to_dict
+from rdistill.run import auto_max_new_tokens, write_generations
 
-EVAL_FILE = "eval.json"
-EVAL_VERSION = 1
 DEFAULT_MAX_NEW_TOKENS = 1024
 DEFAULT_ARM = "checkpoint"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or an eval folder that cannot be used as given; the message says what to do."""
-
-
-@dataclass
-class CheckpointEval:
-    """OUT/eval.json: one checkpoint's evaluation."""
-
-    model: str
-    """The checkpoint folder."""
-    arm: str
-    """The name the report gives this point (a run's student: its arm)."""
-    data: DataSummary
-    parameters: ArmParameters
-    eval: EvalResult
-    environment: dict[str, Any]
-    started: str
-    finished: str
-    seconds: float
-    dtype: str
-    system_prompt: str | None = None
-    origin: str | None = None
-    """The results.json of the run whose student this is; None for any other checkpoint."""
-    train_flops: FlopTotals | None = None
-    """The training FLOPs on record (a run's student); None: unknown."""
-    schema_version: int = EVAL_VERSION
-
-    def write(self, path: Path) -> None:
-        write_json_atomic(path, to_dict(self))
-
-    @classmethod
-    def read(cls, path: str | Path) -> CheckpointEval:
-        return read_versioned(cls, path, EVAL_VERSION, CheckpointError)
 
 
 @dataclass(frozen=True)
@@ -106,7 +67,8 @@ class Origin:
         """The tokenizer the run trained and evaluated with (rdistill.data.sources.resolve_tokenizer's
         choice): its --tokenizer, else its checkpoint's own, else the built-in one. Reloading the copy saved
         beside the student is not the same: AutoTokenizer gives a qwen2 folder Qwen2Tokenizer, whose
-        pre-tokenizer replaces the built-in one's."""
+        pre-tokenizer replaces the built-in one's (rdistill.data.tokenize.load_tokenizer now reloads it right, but
+        a run given --tokenizer keeps that folder's own settings)."""
         model = self.results.config.model
         return model.tokenizer or checkpoint_tokenizer(model.name) or BUILTIN_TOKENIZER
 
@@ -154,7 +116,7 @@ def default_max_new_tokens(tok, examples: Sequence[PairedExample], origin: Origi
     setting for its student, else DEFAULT_MAX_NEW_TOKENS."""
     with_reasoning = [ex for ex in examples if ex.reasoning.strip()]
     if with_reasoning:
-        return _auto_max_new_tokens(tok, with_reasoning)
+        return auto_max_new_tokens(tok, with_reasoning)
     if origin is not None and origin.results.config.eval.max_new_tokens:
         return origin.results.config.eval.max_new_tokens
     return DEFAULT_MAX_NEW_TOKENS
@@ -191,7 +153,7 @@ def write_eval_folder(
         system_prompt=system_prompt, origin=None if origin is None else str(origin.results_path),
         train_flops=None if origin is None else origin.arm.flops)
     (folder / name).mkdir(parents=True, exist_ok=True)
-    _write_generations(folder / name / "generations.jsonl", list(examples), list(gens))
+    write_generations(folder / name / "generations.jsonl", list(examples), list(gens))
     write_pairs(folder / "data" / "eval.jsonl", examples)
     if origin is not None:
         run = origin.results

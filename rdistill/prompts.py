@@ -171,14 +171,14 @@ def list_choices(prompt: Prompt, choices: list[str]) -> Prompt:
 def _records(p: Path, name: str, split: str | None, names: Mapping[str, str], default_split: str) -> tuple[str, Iterator]:
     suffix = p.suffix.lower()
     is_hf = p.is_dir() or (not p.exists() and suffix not in (".jsonl", ".json", ".parquet")
-                           and bool(loading._HUB_ID.fullmatch(name)))
+                           and bool(loading.HUB_ID.fullmatch(name)))
     if not is_hf and not p.exists():
         raise DataError(f"{p}: no such file or folder; expected {loading.SUPPORTED_FORMATS}")
     if split is not None and not is_hf:
         raise DataError(f"{p}: --split {split!r} only applies to a source with splits (a datasets folder or a Hub "
                         "dataset), not to one file")
     if suffix in (".jsonl", ".json") and not is_hf:
-        return str(p), loading._read_json(p, allow_array=suffix == ".json")
+        return str(p), loading.read_json(p, allow_array=suffix == ".json")
     if suffix == ".parquet" and not is_hf:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -189,12 +189,12 @@ def _records(p: Path, name: str, split: str | None, names: Mapping[str, str], de
             raise DataError(f"{p}: not a readable parquet file ({e})") from e
         cols = _present(str(p), pf.schema_arrow.names, names)
         batches = ({c: b.column(c).to_pylist() for c in cols} for b in pf.iter_batches(batch_size=8192, columns=cols))
-        return str(p), loading._columnar_rows(batches, cols)
+        return str(p), loading.columnar_rows(batches, cols)
     if not is_hf:
         raise DataError(f"{p}: unsupported file type {p.suffix or '(no extension)'!r}; expected {loading.SUPPORTED_FORMATS}")
     import datasets
 
-    loaded = loading._load_hf(name)
+    loaded = loading.load_hf(name)
     source = name
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
@@ -206,7 +206,7 @@ def _records(p: Path, name: str, split: str | None, names: Mapping[str, str], de
     elif split is not None:
         raise DataError(f"{name}: --split {split!r} given, but this source holds one dataset without splits")
     cols = _present(source, list(loaded.column_names), names)
-    return source, loading._columnar_rows(loaded.select_columns(cols).iter(batch_size=8192), cols)
+    return source, loading.columnar_rows(loaded.select_columns(cols).iter(batch_size=8192), cols)
 
 
 def _present(source: str, available: list[str], names: Mapping[str, str]) -> list[str]:

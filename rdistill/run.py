@@ -220,7 +220,7 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     if cfg.eval.enabled:
         checks.check_gold_answers(source.held_out)
     checks.check_budget(cfg, shape, specs, pool)
-    max_new = cfg.eval.max_new_tokens or (_auto_max_new_tokens(tok, source.held_out) if source.held_out else 1)
+    max_new = cfg.eval.max_new_tokens or (auto_max_new_tokens(tok, source.held_out) if source.held_out else 1)
     return Prepared(cfg, specs, source, tok, pool, max_new, fingerprint)
 
 
@@ -396,7 +396,7 @@ class _ArmRunner:
         )
         gens = distributed.gather_objects(mine, w)
         if w.is_main:
-            _write_generations(arm_dir / "generations.jsonl", held, gens)
+            write_generations(arm_dir / "generations.jsonl", held, gens)
         record.eval = summarise(gens, prep.source.chance, max_new_tokens=prep.max_new_tokens)
 
     def _trained(self, net, outcome: ArmOutcome):
@@ -449,7 +449,7 @@ def _planned_samples(spec: curriculum.ArmSpec, budget_flops: float, costs: tuple
     return max(1, int(budget_flops / per_sample))
 
 
-def _write_generations(path: Path, held: list[PairedExample], gens: list[Generation]) -> None:
+def write_generations(path: Path, held: list[PairedExample], gens: list[Generation]) -> None:
     lines = [
         json.dumps({"prompt": ex.to_row()["prompt"], "family": ex.family, "gold": ex.answer, **asdict(g)})
         for ex, g in zip(held, gens)
@@ -461,7 +461,7 @@ def _token_ids(tok) -> dict[str, int]:
     return {"eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "bos_token_id": None}
 
 
-def _auto_max_new_tokens(tok, held: list[PairedExample]) -> int:
+def auto_max_new_tokens(tok, held: list[PairedExample]) -> int:
     """Room for the teacher's longest reasoning answer on the held-out set, plus half again."""
     longest = max(len(tok(ex.reasoning, add_special_tokens=False)["input_ids"]) for ex in held)
     return int(longest * 1.5) + 8

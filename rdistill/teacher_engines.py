@@ -23,7 +23,7 @@ from typing import Protocol
 import torch
 
 from rdistill.data.tokenize import load_tokenizer
-from rdistill.evaluate import _decoder
+from rdistill.evaluate import decoder
 from rdistill.flops.ledger import ModelShape, generation_flops
 from rdistill.teacher_config import EngineName, ModeSampling
 
@@ -95,7 +95,7 @@ class TransformersEngine:
         self.net.to(self.device).eval()
         self.shape = ModelShape.from_model(self.net)
         self.eos = _eos_ids(self.tokenizer, self.model_dir)
-        self._decode = _decoder(self.tokenizer)
+        self._decode = decoder(self.tokenizer)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], sampling: ModeSampling, seeds: list[int]) -> list[Completion]:
@@ -147,7 +147,7 @@ class VllmEngine:
             self.shape: ModelShape | None = ModelShape.from_config(AutoConfig.from_pretrained(self.model_dir))
         except ValueError:
             self.shape = None
-        self._decode = _decoder(self.tokenizer)
+        self._decode = decoder(self.tokenizer)
 
     def generate(self, prompts: list[str], sampling: ModeSampling, seeds: list[int]) -> list[Completion]:
         greedy = sampling.temperature == 0

@@ -2,15 +2,17 @@
 checkpoint is scored on a benchmark file by the training-time rules."""
 
 import json
+import shutil
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from rdistill.analysis.markdown import write_report
 from rdistill.analysis.points import scan
 from rdistill.cli.main import app
 from rdistill.data.schema import PairedExample
-from rdistill.external_eval import CheckpointEval
+from rdistill.eval_record import CheckpointEval
 from rdistill.scoring import score
 from teacher_support import read_jsonl, save_teacher
 
@@ -88,6 +90,33 @@ def test_any_checkpoint_on_a_benchmark_file(tmp_path):
         assert 1 <= g["output_tokens"] <= 6 and g["truncated"] == (g["hit_limit"] or g["unclosed_think"])
     assert record.eval.inference_flops_per_query.exact == pytest.approx(sum(g["flops_exact"] for g in gens) / 4)
     assert record.eval.accuracy == sum(g["correct"] for g in gens) / 4
+
+
+def test_a_checkpoint_without_training_flops_is_placed_on_the_inference_axis(run, tmp_path):
+    """eval.json with no results.json beside it: a checkpoint point (train_flops None), listed and plotted on
+    the inference axis, never fitted; the study's runs are read as before."""
+    study_dir = tmp_path / "study"
+    shutil.copytree(run, study_dir / "run")
+    released = shutil.copytree(run / "ift" / "model", tmp_path / "released")  # outside its run: no training on record
+    _eval("--model", str(released), "--data", str(run / "data" / "eval.jsonl"), "--out", str(study_dir / "released"))
+    assert not (study_dir / "released" / "results.json").exists()
+    study = scan(study_dir)
+    assert [p.arm for p in study.points] == ["ift", "reasoning"] and not study.skipped
+    (ck,) = study.checkpoints
+    assert ck.arm == "checkpoint" and ck.model == "released" and ck.train_flops is None and ck.budget is None and ck.n == 16
+    assert ck.items is not None and ck.inference_flops_per_query > 0
+    ift = json.loads((run / "results.json").read_text())["arms"][0]["eval"]
+    assert ck.accuracy == ift["accuracy"]  # its own saved tokenizer reloads word for word
+    text = write_report(study_dir, bootstrap=50).read_text()
+    section = text.split("## Checkpoints without training FLOPs")[1].split("\n## ")[0]
+    assert "checkpoint-released" in section and f"{100 * ck.accuracy:.1f}%" in section
+    assert "Checkpoints evaluated without training FLOPs on record (eval.json): 1." in text
+    assert (study_dir / "report" / "accuracy_vs_inference_flops_overall.png").is_file()
+    alone = tmp_path / "alone"
+    shutil.copytree(study_dir / "released", alone / "released")
+    text = write_report(alone).read_text()  # only a checkpoint: no comparison, still listed and plotted
+    assert "nothing to compare yet" in text and "## Checkpoints without training FLOPs" in text
+    assert "accuracy_vs_inference_flops_overall.png" in text
 
 
 def test_bad_input_is_named(tmp_path):

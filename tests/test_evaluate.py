@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rdistill.data.tokenize import prompt_text
-from rdistill.evaluate import Generation, _decoder, generate_answers, summarise
+from rdistill.evaluate import Generation, decoder, generate_answers, summarise
 from rdistill.scoring import SCORING, extract_boxed, is_correct, score
 from rdistill.flops.ledger import ModelShape, generation_flops
 from rdistill.model import build_student
@@ -125,7 +125,7 @@ def test_think_tags_that_a_tokenizer_made_special_are_kept():
     t.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
     ids = t("<think>\nx\n</think>\n\\boxed{3}", add_special_tokens=False)["input_ids"]
     assert t.decode(ids, skip_special_tokens=True) == "\nx\n\n\\boxed{3}"  # what plain decoding would score
-    assert _decoder(t)(ids + [t.eos_token_id]) == "<think>\nx\n</think>\n\\boxed{3}"
+    assert decoder(t)(ids + [t.eos_token_id]) == "<think>\nx\n</think>\n\\boxed{3}"
 
 
 def _gen(family, correct, mode="ift", answer="1", truncated=False):

@@ -14,6 +14,7 @@ from rdistill.analysis.plots import AXES, PLOT_PREFIX, TOTAL_COST, plot_study
 from rdistill.analysis.points import OVERALL, REPORT_DIR, Study, scan
 from rdistill.analysis.resample import DEFAULT_BOOTSTRAP, DEFAULT_SEED, Resampler
 from rdistill.analysis.sections import (
+    section_checkpoints,
     section_fits,
     section_lengths,
     section_modes,
@@ -133,26 +134,29 @@ def write_report(
     """
     study = scan(study_dir, x=x)
     out = study.root / REPORT_DIR
-    metrics = study.metrics if study.points else [OVERALL]
+    metrics = study.metrics if (study.points or study.checkpoints) else [OVERALL]
     ceilings = resolve_ceilings(ceiling, metrics, study.points)
     qs = sorted({float(q) for q in (queries if queries else DEFAULT_QUERIES)})
     if any(not q >= 0 for q in qs):
         raise ValueError(f"query volumes must be 0 or more, got {qs}")
     fits = fit_study(study.points, metrics, ceilings, rules=rules)
     rs = Resampler(study.points, n=bootstrap, seed=seed)
-    plots = plot_study(study.points, metrics, fits, out, queries=qs)
+    plots = plot_study(study.points, metrics, fits, out, queries=qs, checkpoints=study.checkpoints)
     lines = [f"# Study report: {study.root.name}", "",
              f"Written by rdistill {__version__} from {len(study.run_status)} results.json file(s) under "
              f"`{study.root}`.", ""]
     lines += section_run(study, metrics) + [""]
+    checkpoints = section_checkpoints(study, metrics)
     if not study.points:
         lines += ["No complete, evaluated arm: nothing to compare yet.", ""]
+        lines += checkpoints + ([""] if checkpoints else [])
     else:
         budget = compare_at_budget(study.points, metrics, resampler=rs)
         equal = equal_accuracy_statements(study.points, metrics, fits, resampler=rs)
         at_accuracy = break_even_at_accuracy(study.points, metrics, fits, rs)
         at_budget = break_even_at_budget(study.points, metrics, rs)
         lines += section_results(study, metrics) + [""]
+        lines += checkpoints + ([""] if checkpoints else [])
         replicates = section_replicates(study, metrics, rs)
         lines += replicates + ([""] if replicates else [])
         lines += section_pareto(study, metrics) + [""]
@@ -161,6 +165,7 @@ def write_report(
         lines += _section_serving(study, metrics, qs, at_accuracy, at_budget)
         lines += section_lengths(study) + [""]
         lines += section_modes(study, metrics) + [""]
+    if plots:
         lines += ["## Plots", ""]
         labels = [(f"{a}_flops_", label) for a, _attr, label in AXES] + [(f"{TOTAL_COST}_", "total cost")]
         for key, label in labels:

@@ -37,6 +37,7 @@ _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#
             "#7f7f7f")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _LINESTYLES = ("-", "--", "-.", ":")
+_CHECKPOINT_MARKERS = ("*", "X", "P", "h", "8")
 
 
 def _log_limits(xs: Sequence[float]) -> tuple[float, float]:
@@ -70,7 +71,7 @@ def _error_bars(pts: Sequence[Point], metric: str) -> np.ndarray:
     for p in pts:
         n, acc = p.metric_n(metric), p.metric(metric)
         lo, hi = wilson_interval(acc * n, n) if n else (acc, acc)
-        out.append((100 * (acc - lo), 100 * (hi - acc)))
+        out.append((100 * max(acc - lo, 0.0), 100 * max(hi - acc, 0.0)))  # never below 0 by rounding
     return np.array(out, dtype=float).T.reshape(2, len(pts))
 
 
@@ -102,7 +103,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def plot_study(
     points: Sequence[Point], metrics: Sequence[str], fits: Sequence[FitResult], out_dir: str | Path,
-    *, queries: Sequence[float] = (),
+    *, queries: Sequence[float] = (), checkpoints: Sequence[Point] = (),
 ) -> list[Path]:
     """PNG plots of accuracy against training FLOPs and against inference FLOPs per query (log x).
 
@@ -113,8 +114,9 @@ def plot_study(
     curves over each fit's measured range (thin, in the series' colour; arms pooled over sizes in grey;
     degenerate fits dotted). Fits are not drawn on the inference axis: inference FLOPs are not what the
     curves were fitted against. With ``queries``, one more figure per metric: accuracy against total
-    cost for each volume (:func:`plot_total_cost`). Plots of an earlier report that were not written
-    again are removed.
+    cost for each volume (:func:`plot_total_cost`). ``checkpoints`` (no training FLOPs on record) appear
+    on the inference axis only, as black stars, and take part in its frontier. Plots of an earlier
+    report that were not written again are removed.
     """
     out = Path(out_dir)
     groups = series(points)
@@ -125,7 +127,9 @@ def plot_study(
     for axis, attr, axis_label in AXES:
         for metric in metrics:
             usable = [p for p in points if getattr(p, attr) is not None and p.metric(metric) is not None]
-            if not usable:
+            outside = [p for p in checkpoints if axis != "training" and getattr(p, attr) is not None
+                       and p.metric(metric) is not None]
+            if not usable and not outside:
                 continue
             fig, (ax,) = _figure()
             for key, pts in groups.items():
@@ -142,6 +146,12 @@ def plot_study(
                         ax.plot([m[0] for m in means], [100 * m[1] for m in means], color=c, linestyle=style[key[1]],
                                 linewidth=1.2)
                     _plot_fit(ax, fit_of.get((*key, metric)), color=c, linewidth=0.8, alpha=0.6)
+            for i, p in enumerate(outside):
+                ax.errorbar([getattr(p, attr)], [100 * p.metric(metric)], yerr=_error_bars([p], metric),
+                            marker=_CHECKPOINT_MARKERS[i % len(_CHECKPOINT_MARKERS)], color="black",
+                            linestyle="none", markersize=9, elinewidth=0.7, capsize=2,
+                            label=f"{p.label} (checkpoint, training FLOPs unknown)")
+            usable = usable + outside
             if axis == "training":
                 for arm in arms:
                     fr = fit_of.get((None, arm, "", metric))

@@ -8,6 +8,10 @@ A point's ``train_flops`` is the training FLOP count chosen as the study's x-axi
 the exact count by default, or the paper's formula, 6ND, or what was executed); all its counts are kept
 in ``flops_by_count``. When the arm's ``generations.jsonl`` is there and agrees with results.json, the
 point carries its per-item scores (:mod:`.items`), which the statistics pair across arms.
+
+A folder written by ``rdistill eval`` for a checkpoint with no training cost on record (a released
+student, a base model: eval.json and no results.json) is a *checkpoint*: a Point with ``train_flops``
+None, kept in ``Study.checkpoints``, placed on the inference-FLOPs axis only and never fitted.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import numpy as np
 
 from rdistill.analysis.items import GENERATIONS, ItemScores, ItemsError, check_items, read_items
 from rdistill.data.curriculum import arm_sort_key
-from rdistill.results import ArmResult, ResultsError, RunResults
+from rdistill.eval_record import EVAL_FILE, CheckpointError, CheckpointEval
+from rdistill.results import ArmResult, EvalResult, ResultsError, RunResults
 
 OVERALL = "overall"
 FULL_BUDGET = 0.99
@@ -52,7 +57,8 @@ class Point:
     params: int | None
     arm: str
     budget: float | None
-    train_flops: float
+    train_flops: float | None
+    """None only for a checkpoint evaluated by ``rdistill eval`` with no training cost on record."""
     inference_flops_per_query: float | None
     accuracy: float
     by_family: dict[str, float]
@@ -125,7 +131,7 @@ class Point:
             self.variant,
             self.budget if self.budget is not None else -1.0,
             self.seed if self.seed is not None else -1,
-            self.train_flops,
+            self.train_flops if self.train_flops is not None else -1.0,
             str(self.source),
         )
 
@@ -153,11 +159,13 @@ class Study:
     x_count: str = "exact"
     notes: list[str] = field(default_factory=list)
     """Per-item files that could not be used (the points are kept, without item-level pairing)."""
+    checkpoints: list[Point] = field(default_factory=list)
+    """Checkpoints evaluated with no training FLOPs on record (eval.json without results.json)."""
 
     @property
     def metrics(self) -> list[str]:
         """``"overall"`` then every task family seen, sorted."""
-        fams = sorted({f for p in self.points for f in p.by_family})
+        fams = sorted({f for p in (*self.points, *self.checkpoints) for f in p.by_family})
         return [OVERALL, *fams]
 
 
@@ -180,15 +188,15 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _items_for(arm: ArmResult, source: Path, notes: list[str]) -> ItemScores | None:
+def _items_for(arm: str, ev: EvalResult, source: Path, notes: list[str]) -> ItemScores | None:
     """The arm's per-item scores, or None (with a note when the file is there but unusable)."""
-    path = source.parent / arm.name / GENERATIONS
+    path = source.parent / arm / GENERATIONS
     if not path.is_file():
         return None
     try:
         items = read_items(path)
-        by_family = {f: v for f, v in arm.eval.by_family.items() if v is not None}
-        check_items(items, arm.eval.n, arm.eval.accuracy, by_family, path)
+        by_family = {f: v for f, v in ev.by_family.items() if v is not None}
+        check_items(items, ev.n, ev.accuracy, by_family, path)
     except ItemsError as e:
         notes.append(f"{e}; this point is compared without item-level pairing")
         return None
@@ -215,6 +223,16 @@ def _point_from_arm(arm: ArmResult, results: RunResults, source: Path, x: str, n
     train = counts.get(x)
     if train is None:
         return skip(f"no {x} training FLOP count (the x-axis asked for)")
+    return _evaluated(
+        ev, model=model, params=arm.parameters.total, arm=arm.name, source=source, notes=notes, train=train,
+        budget=budget, lr=_finite(arm.lr), budget_kind=arm.budget_kind if budget is not None else None,
+        budget_used=_finite(arm.budget_used), stopped_by=arm.stopped_by, seed=results.config.seed,
+        epochs=_finite(arm.epochs), flops_by_count=counts, x_count=x)
+
+
+def _evaluated(ev: EvalResult, *, model: str, params: int | None, arm: str, source: Path, notes: list[str],
+               train: float | None, **extra) -> Point:
+    """A Point from an evaluation block; ``extra`` are the training-side fields a checkpoint lacks."""
     inference = _finite(ev.inference_flops_per_query.exact)
     by_family = {}
     for family, value in ev.by_family.items():
@@ -225,12 +243,11 @@ def _point_from_arm(arm: ArmResult, results: RunResults, source: Path, x: str, n
         n_by_family = {f: ev.n // len(by_family) for f in by_family}
     return Point(
         model=model,
-        params=arm.parameters.total,
-        arm=arm.name,
-        budget=budget,
+        params=params,
+        arm=arm,
         train_flops=train,
         inference_flops_per_query=inference if inference is not None and inference > 0 else None,
-        accuracy=accuracy,
+        accuracy=float(ev.accuracy),
         by_family=by_family,
         chance={f: float(c or 0.0) for f, c in ev.chance.items()},
         n=ev.n,
@@ -239,21 +256,27 @@ def _point_from_arm(arm: ArmResult, results: RunResults, source: Path, x: str, n
         mean_output_tokens_correct=_finite(ev.mean_output_tokens_correct),
         mean_output_tokens_wrong=_finite(ev.mean_output_tokens_wrong),
         source=source,
-        lr=_finite(arm.lr),
-        budget_kind=arm.budget_kind if budget is not None else None,
-        budget_used=_finite(arm.budget_used),
-        stopped_by=arm.stopped_by,
-        seed=results.config.seed,
-        epochs=_finite(arm.epochs),
         reasoning_mode=({"overall": ev.reasoning_mode, **{f: v for f, v in (ev.reasoning_mode_by_family or {}).items()
                                                             if v is not None}}
                         if ev.reasoning_mode is not None else {}),
         no_answer=ev.no_answer,
         truncated=ev.truncated,
-        flops_by_count=counts,
-        x_count=x,
-        items=_items_for(arm, source, notes),
+        items=_items_for(arm, ev, source, notes),
+        **extra,
     )
+
+
+def _checkpoint(path: Path, notes: list[str]) -> Point | Skipped:
+    """The Point of an eval.json with no results.json beside it, or why there is none."""
+    try:
+        record = CheckpointEval.read(path)
+    except CheckpointError as exc:
+        return Skipped(path, None, None, None, "unreadable", str(exc))
+    if _finite(record.eval.accuracy) is None:
+        return Skipped(path, record.model, record.arm, None, "complete", "evaluation has no accuracy (empty data?)")
+    model = Path(record.model).name or record.model
+    return _evaluated(record.eval, model=model, params=record.parameters.total, arm=record.arm, source=path,
+                      notes=notes, train=None, budget=None)
 
 
 def _with_variants(points: list[Point]) -> list[Point]:
@@ -273,7 +296,8 @@ def _with_variants(points: list[Point]) -> list[Point]:
 def scan(study_dir: str | Path, *, x: str = "exact") -> Study:
     """Read every ``results.json`` under ``study_dir`` (recursively): points, skipped arms, run statuses.
 
-    ``x`` is the training-FLOP count the points' ``train_flops`` holds (a key of ``X_COUNTS``); an arm
+    Every ``eval.json`` with no results.json beside it (``rdistill eval`` of a checkpoint with no
+    training cost on record) is read into ``Study.checkpoints``. ``x`` is the training-FLOP count the points' ``train_flops`` holds (a key of ``X_COUNTS``); an arm
     without that count is skipped with the reason. Files are read by ``RunResults.read``. Arms that are not complete, or not evaluated, are not points
     but are kept in ``skipped`` so the report can count and list them. A file that cannot be read
     (not JSON, malformed, of a newer schema, or without a schema version) is skipped the same way,
@@ -284,11 +308,15 @@ def scan(study_dir: str | Path, *, x: str = "exact") -> Study:
     root = Path(study_dir)
     if not root.is_dir():
         raise StudyError(f"study folder {root} does not exist or is not a folder")
-    files = sorted(p for p in root.rglob("results.json") if REPORT_DIR not in p.relative_to(root).parts[:1])
-    if not files:
+    def found(name: str) -> list[Path]:
+        return sorted(p for p in root.rglob(name) if REPORT_DIR not in p.relative_to(root).parts[:1])
+
+    files = found("results.json")
+    evals = [p for p in found(EVAL_FILE) if not (p.parent / "results.json").is_file()]
+    if not files and not evals:
         raise StudyError(
-            f"no results.json found under {root}; a study folder holds run folders, each written by "
-            "'rdistill train' or 'rdistill sweep'"
+            f"no results.json or {EVAL_FILE} found under {root}; a study folder holds run folders, each written "
+            "by 'rdistill train' or 'rdistill sweep', and may hold checkpoint evaluations by 'rdistill eval'"
         )
     points: list[Point] = []
     skipped: list[Skipped] = []
@@ -305,8 +333,12 @@ def scan(study_dir: str | Path, *, x: str = "exact") -> Study:
         for arm in results.arms:
             got = _point_from_arm(arm, results, path, x, notes)
             (points if isinstance(got, Point) else skipped).append(got)
+    checkpoints: list[Point] = []
+    for path in evals:
+        got = _checkpoint(path, notes)
+        (checkpoints if isinstance(got, Point) else skipped).append(got)
     points = sorted(_with_variants(points), key=Point.sort_key)
-    return Study(root, points, skipped, run_status, x, notes)
+    return Study(root, points, skipped, run_status, x, notes, sorted(checkpoints, key=Point.sort_key))
 
 
 def collect(study_dir: str | Path, *, x: str = "exact") -> list[Point]:

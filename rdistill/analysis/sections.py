@@ -57,6 +57,8 @@ def section_run(study: Study, metrics: Sequence[str]) -> list[str]:
     arm_counts = ", ".join([f"{len(pts)} complete and evaluated"] + [f"{n} {st}" for st, n in sorted(arm_status.items())])
     lines.append(f"- Run folders (results.json files): {len(study.run_status)} ({run_counts}).")
     lines.append(f"- Arm results: {arm_counts}.")
+    if study.checkpoints:
+        lines.append(f"- Checkpoints evaluated without training FLOPs on record (eval.json): {len(study.checkpoints)}.")
     models = {}
     for p in pts:
         models.setdefault(p.model, p)
@@ -113,6 +115,21 @@ def section_results(study: Study, metrics: Sequence[str]) -> list[str]:
     if chance:
         lines += ["", "Chance level: " + ", ".join(f"{f} {pct(c)}" for f, c in sorted(chance.items())) + "."]
     return lines
+
+
+def section_checkpoints(study: Study, metrics: Sequence[str]) -> list[str]:
+    """Checkpoints evaluated by ``rdistill eval`` with no training FLOPs on record: not fitted, not in
+    the training-axis frontier or the statements; on the inference-FLOPs plots as black stars."""
+    if not study.checkpoints:
+        return []
+    rows = [[p.label, f"{p.params:,}" if p.params else "-", p.n, *[_acc_cell(p, m) for m in metrics],
+             flops_text(p.inference_flops_per_query), _opt(p.mean_output_tokens, ".1f"), rel(p.source.parent, study.root)]
+            for p in study.checkpoints]
+    return ["## Checkpoints without training FLOPs", "",
+            "Evaluated with `rdistill eval`; their training cost is not on record, so they are placed on the "
+            "inference-FLOPs axis only (the study's arms are compared with them there, by eye; no fit or "
+            "statement uses them). Accuracy with its 95% Wilson interval.", "",
+            table(["checkpoint", "params", "n", *metrics, "inference FLOPs/query", "output tokens", "folder"], rows)]
 
 
 def section_replicates(study: Study, metrics: Sequence[str], rs: Resampler) -> list[str]:

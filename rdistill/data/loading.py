@@ -44,7 +44,7 @@ THINK_END = "</think>"
 
 _BATCH_ROWS = 8192
 _DATA_FILES = (".jsonl", ".json", ".parquet")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _MISSING = object()
 _SKIP_HINT = "or pass --skip-bad-rows (skip_bad_rows=True) to skip bad rows and count them"
 _HINTS = {
@@ -186,7 +186,7 @@ def load_pairs(
     suffix = p.suffix.lower()
     # a folder or a dataset script, or (no such path, no data file's suffix) a Hub dataset id
     is_hf = p.is_dir() or p.is_file() and suffix == ".py" or (
-        not p.exists() and suffix not in (*_DATA_FILES, ".py") and bool(_HUB_ID.fullmatch(os.fspath(path))))
+        not p.exists() and suffix not in (*_DATA_FILES, ".py") and bool(HUB_ID.fullmatch(os.fspath(path))))
     if not is_hf and not p.exists():
         raise DataError(f"{p}: no such file or folder; expected {SUPPORTED_FORMATS}")
     if split is not None and not is_hf:
@@ -197,7 +197,7 @@ def load_pairs(
     elif suffix == ".parquet":
         source, records = str(p), _read_parquet(p, sources, explicit)
     elif suffix in (".jsonl", ".json"):
-        source, records = str(p), _read_json(p, allow_array=suffix == ".json")
+        source, records = str(p), read_json(p, allow_array=suffix == ".json")
     else:
         kind = repr(p.suffix) if p.suffix else "(no extension)"
         raise DataError(f"{p}: unsupported file type {kind}; expected {SUPPORTED_FORMATS}")
@@ -332,7 +332,7 @@ def _first_bad_rows(bad: list[BadRow], show: int) -> str:
     return "; ".join(str(b) for b in bad[:show])
 
 
-def _read_json(path: Path, allow_array: bool) -> _Records:
+def read_json(path: Path, allow_array: bool) -> _Records:
     """JSON lines, or (``allow_array``) one JSON array when the first non-blank character is ``[``."""
     if allow_array and _first_byte(path) == b"[":
         return _read_json_array(path)
@@ -421,7 +421,7 @@ def _needed_columns(
     return list(dict.fromkeys(sources[name] for name in FIELDS if sources[name] in present))
 
 
-def _columnar_rows(batches: Iterable[Mapping[str, list[Any]]], columns: list[str]) -> _Records:
+def columnar_rows(batches: Iterable[Mapping[str, list[Any]]], columns: list[str]) -> _Records:
     row = 0
     for batch in batches:
         for values in zip(*(batch[c] for c in columns)):
@@ -443,7 +443,7 @@ def _read_parquet(path: Path, sources: Mapping[str, str], explicit: set[str]) ->
         {name: batch.column(name).to_pylist() for name in columns}
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns)
     )
-    return _columnar_rows(batches, columns)
+    return columnar_rows(batches, columns)
 
 
 def _read_hf(
@@ -451,7 +451,7 @@ def _read_hf(
 ) -> tuple[str, _Records]:
     import datasets
 
-    if not isinstance(loaded := _load_hf(path), datasets.DatasetDict):
+    if not isinstance(loaded := load_hf(path), datasets.DatasetDict):
         if split is not None:
             raise DataError(f"{path}: split={split!r} given, but this folder holds one Dataset, not a DatasetDict")
         dataset, source = loaded, path
@@ -467,10 +467,10 @@ def _read_hf(
         dataset, source = loaded[chosen], f"{path} (split {chosen!r})"
     columns = _needed_columns(source, list(dataset.column_names), sources, explicit)
     batches = dataset.select_columns(columns).iter(batch_size=_BATCH_ROWS)
-    return source, _columnar_rows(batches, columns)
+    return source, columnar_rows(batches, columns)
 
 
-def _load_hf(path: str) -> Any:
+def load_hf(path: str) -> Any:
     """A ``Dataset`` or ``DatasetDict``: ``load_from_disk`` for a folder saved by ``save_to_disk``,
     ``load_dataset`` for a folder of data files, a dataset script or a Hub dataset id."""
     import datasets

@@ -11,10 +11,11 @@ the EOS carry a loss. The built-in tokenizer of the synthetic data lives with it
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from jinja2 import TemplateError
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from rdistill.data.schema import Prompt, as_messages
 
@@ -27,13 +28,31 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     folder = Path(path)
     if not folder.exists():
         raise FileNotFoundError(f"tokenizer folder {folder} does not exist")
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tok = _tokenizer_class(folder).from_pretrained(folder, local_files_only=True)
     if tok.eos_token_id is None:
         raise ValueError(f"the tokenizer in {folder} has no EOS token; set eos_token in its tokenizer_config.json")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     return tok
+
+
+GENERIC_FAST = ("PreTrainedTokenizerFast", "TokenizersBackend")
+"""``tokenizer_class`` values of a plain ``tokenizer.json`` tokenizer with no model-specific class (the
+built-in tokenizer saves one of these, depending on the transformers version)."""
+
+
+def _tokenizer_class(folder: Path) -> type:
+    """The generic fast tokenizer when the folder's own tokenizer_config.json asks for it, else
+    AutoTokenizer. AutoTokenizer alone would let a ``config.json`` beside it (a saved student: model_type
+    qwen2) pick Qwen2Tokenizer, which re-reads a word-level vocabulary as byte-level BPE."""
+    config = folder / "tokenizer_config.json"
+    try:
+        wanted = json.loads(config.read_text()).get("tokenizer_class") if config.exists() else None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{config} is not readable JSON ({e}); rewrite it with tokenizer.save_pretrained") from e
+    fast = wanted in GENERIC_FAST and (folder / "tokenizer.json").exists()
+    return PreTrainedTokenizerFast if fast else AutoTokenizer
 
 
 def prompt_text(tok: PreTrainedTokenizerBase, prompt: Prompt, system_prompt: str | None = None) -> str:

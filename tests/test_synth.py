@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rdistill.scoring import extract_boxed
-from rdistill.synthetic.teacher import FAMILIES, generate, make_splits
+from rdistill.synthetic.teacher import CATEGORIES, FAMILIES, generate, make_splits
 
 
 def test_deterministic_by_seed():
@@ -40,6 +40,25 @@ def test_teacher_is_correct_and_consistent(difficulty):
         if ex.family == "math-mc":
             expr = re.search(r"equals (.*)\?", ex.prompt).group(1)
             assert options[ex.answer] == str(eval(expr))  # noqa: S307
+            assert len({v[-1] for v in options.values()}) == 4  # the last digit tells the options apart
+        if ex.family.endswith("-mc"):
+            _check_search(ex, options)
+
+
+def _check_search(ex, options):
+    """An MC trace checks the options in order and stops at the right one, which names its own letter."""
+    lines = ex.reasoning.split("\n")
+    checked = [ln for ln in lines if re.match(r"[ABCD]\) ", ln)]
+    letters = [ln[0] for ln in checked]
+    assert letters == list("ABCD"[: "ABCD".index(ex.answer) + 1])
+    assert checked[-1].endswith(f", option {ex.answer}") and all("option" not in ln for ln in checked[:-1])
+    for ln in checked:
+        assert ln.split()[1] == options[ln[0]]  # the option's value or word, as the prompt gives it
+    if ex.family == "general-mc":
+        target = re.search(r"Which word is an? (\w+)\?", ex.prompt).group(1)
+        for ln in checked:
+            word, category = re.match(r"[ABCD]\) (\w+) is an? (\w+)", ln).groups()
+            assert word in CATEGORIES[category] and (category == target) == (ln is checked[-1])
 
 
 def test_reasoning_is_5_to_20x_longer_for_math(tok):
@@ -60,7 +79,7 @@ def test_bad_arguments():
         generate(3, difficulty=9)
     with pytest.raises(ValueError, match="unknown families"):
         generate(3, families=("poetry",))
-    from rdistill.synthetic.teacher import _unique
+    from rdistill.synthetic.teacher import CATEGORIES, _unique
 
     with pytest.raises(ValueError, match="only make 5 distinct prompts of 50"):
         _unique(iter(generate(5) * 100), 50, set(), max_tries=400)

@@ -10,9 +10,15 @@ Four families mirror the paper's benchmark families:
 
 - ``math-oe``   multi-operand addition/subtraction, half as word problems. The derivation works column by
                 column with carries and borrows, the scratchpad that makes small models add.
-- ``math-mc``   "which value is a + b?" with four options A-D (chance 25%).
+- ``math-mc``   "which value is a + b?" with four options A-D (chance 25%), near misses that differ
+                from the answer and from each other in the last digit.
 - ``general-oe`` list manipulation on letters: reverse, sort, upper-case, drop a letter.
 - ``general-mc`` "which word is a <category>?" with four options A-D (chance 25%).
+
+The MC traces check the options in order and stop at the right one, whose line names its own letter
+(``C) 63 ends in 3, option C``). A tiny student cannot bind an option's letter to its value or word
+across the prompt (the earlier traces, which named the letter only at the end, left it at chance);
+copying the letter from the start of the line it has just written, it can.
 
 ``difficulty`` (1-5) sets the number of operands and digits, and list lengths. Generation is
 deterministic in ``seed``. ``make_splits`` returns a training set and a held-out evaluation set that
@@ -44,6 +50,10 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 NAMES = ("Ann", "Bob", "Cleo", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivo", "Jade")
 ITEMS = ("apples", "coins", "books", "stamps", "marbles", "pencils", "cards", "shells")
+
+
+NEAR_MISSES = (-12, -11, -3, -2, -1, 1, 2, 3, 9, 11, 12, 13)
+"""What a math-mc distractor adds to the right value: close in size, never a multiple of 10 away."""
 
 
 @dataclass(frozen=True)
@@ -141,20 +151,36 @@ def _math_oe(rng: random.Random, d: Difficulty) -> PairedExample:
     return _pair(prompt, steps, str(total), "math-oe")
 
 
+def _search(options: list, answer: object, miss, hit) -> list[str]:
+    """The options checked in order up to the right one, which names its own letter on its line: the
+    letter is copied from the start of the line just written, not looked up across the prompt."""
+    steps = []
+    for letter, option in zip(OPTIONS, options):
+        if option == answer:
+            steps.append(f"{letter}) {hit(option)}, option {letter}")
+            break
+        steps.append(f"{letter}) {miss(option)}")
+    return steps
+
+
 def _math_mc(rng: random.Random, d: Difficulty) -> PairedExample:
     values, ops, total, steps = _arithmetic(rng, d)
     expr = " ".join([str(values[0])] + [f"{o} {v}" for o, v in zip(ops, values[1:])])
     wrong: set[int] = set()
-    while len(wrong) < 3:
-        cand = total + rng.choice((-10, -2, -1, 1, 2, 10, 11, -11))
-        if cand >= 0 and cand != total:
+    units = {total % 10}
+    while len(wrong) < 3:  # near misses, each with its own last digit: only the last digit tells them apart
+        cand = total + rng.choice(NEAR_MISSES)
+        if cand >= 0 and cand % 10 not in units:
             wrong.add(cand)
+            units.add(cand % 10)
     options = [total, *sorted(wrong)]
     rng.shuffle(options)
     letter = OPTIONS[options.index(total)]
     listed = " ".join(f"{OPTIONS[i]}) {v}" for i, v in enumerate(options))
     prompt = f"Which value equals {expr}? {listed}"
-    steps.append(f"{total} is option {letter}.")
+    last = total % 10
+    steps.extend(_search(options, total, lambda v: f"{v} ends in {v % 10}, not {last}",
+                         lambda v: f"{v} ends in {last}"))
     return _pair(prompt, steps, letter, "math-mc")
 
 
@@ -199,8 +225,8 @@ def _general_mc(rng: random.Random, d: Difficulty) -> PairedExample:
     letter = OPTIONS[options.index(words[0])]
     listed = " ".join(f"{OPTIONS[i]}) {w}" for i, w in enumerate(options))
     prompt = f"Which word is {_a(target)}? {listed}"
-    steps = [f"{w} is {_a(c)}." for w, c in zip(options, option_cats)]
-    steps.append(f"So the {target} is {words[0]}, option {letter}.")
+    category = dict(zip(options, option_cats))
+    steps = _search(options, words[0], lambda w: f"{w} is {_a(category[w])}", lambda w: f"{w} is {_a(target)}")
     return _pair(prompt, steps, letter, "general-mc")
 
 

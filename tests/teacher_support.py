@@ -20,11 +20,13 @@ OPENS_THINK = QWEN3_STYLE.replace("</think>\n\n{% endif %}{% endif %}",
 """A template that opens the think block itself in reasoning mode (as Qwen3-Thinking-2507 does)."""
 
 
-def save_teacher(folder, template: str | None = QWEN3_STYLE, eos_scale: float = 2.2) -> str:
+def save_teacher(folder, template: str | None = QWEN3_STYLE, eos_scale: float = -3.5) -> str:
     """A 2-layer Llama (hidden 32) with the built-in tokenizer (a llama folder: AutoTokenizer reloads it as
     saved). The EOS embedding is scaled so that greedy outputs of 8 prompts at caps of 8 and 16 tokens
-    sometimes stop at EOS and sometimes hit the cap (tied embeddings: EOS's logit grows with it; 1.5
-    never stops, 2.5 always does)."""
+    sometimes stop at EOS and sometimes hit the cap (tied embeddings: EOS's logit grows with it). The
+    value depends on the random init, hence on the vocabulary size, which follows the synthetic
+    teacher's words: when the teacher's traces change, retune it (with the vocabulary of 2026-12-03,
+    -3.5 gives both outcomes; 2.2-5.0 and -2.8 never stop)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from rdistill.synthetic import builtin_tokenizer

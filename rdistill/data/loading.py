@@ -26,7 +26,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,7 +195,7 @@ def load_pairs(
     if is_hf:
         source, records = _read_hf(str(path), sources, explicit, split, default_split)
     elif suffix == ".parquet":
-        source, records = str(p), _read_parquet(p, sources, explicit)
+        source, records = str(p), read_parquet(p, lambda src, cols: _needed_columns(src, cols, sources, explicit))
     elif suffix in (".jsonl", ".json"):
         source, records = str(p), read_json(p, allow_array=suffix == ".json")
     else:
@@ -429,16 +429,16 @@ def columnar_rows(batches: Iterable[Mapping[str, list[Any]]], columns: list[str]
             yield row, dict(zip(columns, values))
 
 
-def _read_parquet(path: Path, sources: Mapping[str, str], explicit: set[str]) -> _Records:
+def read_parquet(path: Path, choose: Callable[[str, list[str]], list[str]]) -> _Records:
+    """The rows of a parquet file, reading the columns ``choose(source, columns present)`` returns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source = str(path)
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{source}: not a readable parquet file ({e})") from e
-    columns = _needed_columns(source, pf.schema_arrow.names, sources, explicit)
+        raise DataError(f"{path}: not a readable parquet file ({e})") from e
+    columns = choose(str(path), pf.schema_arrow.names)
     batches = (
         {name: batch.column(name).to_pylist() for name in columns}
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns)

@@ -20,13 +20,14 @@ OPENS_THINK = QWEN3_STYLE.replace("</think>\n\n{% endif %}{% endif %}",
 """A template that opens the think block itself in reasoning mode (as Qwen3-Thinking-2507 does)."""
 
 
-def save_teacher(folder, template: str | None = QWEN3_STYLE, eos_scale: float = -3.5) -> str:
+def save_teacher(folder, template: str | None = QWEN3_STYLE) -> str:
     """A 2-layer Llama (hidden 32) with the built-in tokenizer (a llama folder: AutoTokenizer reloads it as
-    saved). The EOS embedding is scaled so that greedy outputs of 8 prompts at caps of 8 and 16 tokens
-    sometimes stop at EOS and sometimes hit the cap (tied embeddings: EOS's logit grows with it). The
-    value depends on the random init, hence on the vocabulary size, which follows the synthetic
-    teacher's words: when the teacher's traces change, retune it (with the vocabulary of 2026-12-03,
-    -3.5 gives both outcomes; 2.2-5.0 and -2.8 never stop)."""
+    saved), whose greedy outputs of the 8 prompts of ``write_prompts`` sometimes stop at EOS within their
+    caps (8 tokens without thinking, 16 with: those of tests/test_teacher.py) and sometimes run on. The
+    random model echoes its last token; EOS's embedding (tied: its first-token logit is linear in it) is
+    scaled by a factor between two prompts' thresholds (the factor at which EOS would take their first
+    token), the first that gives both outcomes when generating: a fixed factor broke whenever the
+    synthetic teacher's words, hence the vocabulary and the random init, changed."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from rdistill.synthetic import builtin_tokenizer
@@ -40,11 +41,53 @@ def save_teacher(folder, template: str | None = QWEN3_STYLE, eos_scale: float = 
         num_key_value_heads=2, max_position_embeddings=512, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
     net = AutoModelForCausalLM.from_config(cfg)
+    eos = net.get_input_embeddings().weight[tok.eos_token_id]
+    original = eos.detach().clone()
     with torch.no_grad():
-        net.get_input_embeddings().weight[tok.eos_token_id] *= eos_scale
+        eos.zero_()
+        thresholds = sorted(_eos_threshold(net, tok, original, prompt, thinking)
+                            for prompt in _prompts() for thinking in (False, True))
+        for scale in [(a + b) / 2 for a, b in zip(thresholds, thresholds[1:])]:
+            eos.copy_(original * scale)
+            stops = [tok.eos_token_id in _greedy(net, tok, prompt, thinking, 16 if thinking else 8)
+                     for prompt in _prompts() for thinking in (False, True)]
+            if 0 < sum(stops) < len(stops):
+                break
+        else:
+            raise AssertionError("no scale of the EOS embedding gives both outcomes; see save_teacher")
     net.save_pretrained(folder)
     tok.save_pretrained(folder)
     return str(folder)
+
+
+def _prompts(n: int = 8, seed: int = 0) -> list[str]:
+    from rdistill.synthetic import make_splits
+
+    return [ex.prompt for ex in make_splits(n, 0, seed=seed)[0]]
+
+
+def _eos_threshold(net, tok, eos, prompt: str, thinking: bool) -> float:
+    """The factor on ``eos`` (EOS's embedding) from which EOS's logit ties the best one at the first token."""
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True,
+                                   enable_thinking=thinking)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    hidden = net.model(ids).last_hidden_state[0, -1]
+    logits = net.lm_head(hidden)
+    logits[tok.eos_token_id] = -float("inf")
+    return (logits.max() / (hidden @ eos)).item()
+
+
+def _greedy(net, tok, prompt: str, thinking: bool, n: int) -> list[int]:
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True,
+                                   enable_thinking=thinking)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    out = []
+    for _ in range(n):
+        out.append(net(ids).logits[0, -1].argmax().item())
+        if out[-1] == tok.eos_token_id:
+            break
+        ids = torch.cat([ids, torch.tensor([out[-1:]])], dim=1)
+    return out
 
 
 def write_prompts(path, n: int = 8, seed: int = 0) -> list[dict]:

@@ -41,6 +41,16 @@ def test_teacher_is_correct_and_consistent(difficulty):
             expr = re.search(r"equals (.*)\?", ex.prompt).group(1)
             assert options[ex.answer] == str(eval(expr))  # noqa: S307
             assert len({v[-1] for v in options.values()}) == 4  # the last digit tells the options apart
+            # only the units column is worked, and each checked option is compared with it on its own line
+            last = int(re.search(r"so it ends in (\d)\n", ex.reasoning).group(1))
+            assert last == eval(expr) % 10  # noqa: S307
+            for value, digit, need, rest in re.findall(r"\) (\d+) ends in (\d), \2 - (\d) (.*)", ex.reasoning):
+                assert int(digit) == int(value) % 10 and int(need) == last
+                difference = int(re.search(r"(\d)(, option [ABCD])?$", rest).group(1))
+                assert difference == (int(digit) - last) % 10 and (difference == 0) == rest.endswith(f"option {ex.answer}")
+        if ex.family == "general-oe" and ex.prompt.startswith("Name the"):
+            category, words = re.match(r"Name the (\w+) in: (.*)", ex.prompt).groups()
+            assert [w for w in words.split() if w in CATEGORIES[category]] == [ex.answer]
         if ex.family.endswith("-mc"):
             _check_search(ex, options)
 
@@ -51,7 +61,7 @@ def _check_search(ex, options):
     checked = [ln for ln in lines if re.match(r"[ABCD]\) ", ln)]
     letters = [ln[0] for ln in checked]
     assert letters == list("ABCD"[: "ABCD".index(ex.answer) + 1])
-    assert checked[-1].endswith(f", option {ex.answer}") and all("option" not in ln for ln in checked[:-1])
+    assert re.search(f"[,:] option {ex.answer}$", checked[-1]) and all("option" not in ln for ln in checked[:-1])
     for ln in checked:
         assert ln.split()[1] == options[ln[0]]  # the option's value or word, as the prompt gives it
     if ex.family == "general-mc":

@@ -11,14 +11,18 @@ Four families mirror the paper's benchmark families:
 - ``math-oe``   multi-operand addition/subtraction, half as word problems. The derivation works column by
                 column with carries and borrows, the scratchpad that makes small models add.
 - ``math-mc``   "which value is a + b?" with four options A-D (chance 25%), near misses that differ
-                from the answer and from each other in the last digit.
-- ``general-oe`` list manipulation on letters: reverse, sort, upper-case, drop a letter.
+                from the answer and from each other in the last digit, so the derivation works the
+                units column only.
+- ``general-oe`` list manipulation on letters (reverse, sort, upper-case, drop a letter) and naming the
+                word of a category in a list.
 - ``general-mc`` "which word is a <category>?" with four options A-D (chance 25%).
 
 The MC traces check the options in order and stop at the right one, whose line names its own letter
-(``C) 63 ends in 3, option C``). A tiny student cannot bind an option's letter to its value or word
-across the prompt (the earlier traces, which named the letter only at the end, left it at chance);
-copying the letter from the start of the line it has just written, it can.
+(``C) 63 ends in 3, 3 - 3 = 0, option C``). A tiny student cannot bind an option's letter to its value or
+word across the prompt (the earlier traces, which named the letter only at the end, left it at
+chance); copying the letter from the start of the line it has just written, it can. A math-mc line
+subtracts the needed digit from the option's last one, so that its verdict follows a 0 (a tiny student
+did not learn to test two digits for equality, even side by side).
 
 ``difficulty`` (1-5) sets the number of operands and digits, and list lengths. Generation is
 deterministic in ``seed``. ``make_splits`` returns a training set and a held-out evaluation set that
@@ -69,8 +73,8 @@ def difficulty_spec(level: int) -> Difficulty:
     if not 1 <= level <= 5:
         raise ValueError(f"difficulty must be between 1 and 5, got {level}")
     return {
-        1: Difficulty(2, 1, 3, 4),
-        2: Difficulty(2, 2, 3, 5),
+        1: Difficulty(2, 1, 2, 3),
+        2: Difficulty(2, 2, 2, 4),
         3: Difficulty(3, 2, 4, 6),
         4: Difficulty(3, 3, 5, 8),
         5: Difficulty(4, 3, 6, 10),
@@ -157,15 +161,32 @@ def _search(options: list, answer: object, miss, hit) -> list[str]:
     steps = []
     for letter, option in zip(OPTIONS, options):
         if option == answer:
-            steps.append(f"{letter}) {hit(option)}, option {letter}")
+            steps.append(f"{letter}) {hit(option)} option {letter}")
             break
         steps.append(f"{letter}) {miss(option)}")
     return steps
 
 
+def _last_digit_steps(values: list[int], ops: list[str]) -> list[str]:
+    """The units column of a chain of additions and subtractions: all a math-mc answer needs, since its
+    options differ in the last digit."""
+    digit, steps = values[0] % 10, [f"last digits: {' '.join([str(values[0] % 10)] + [f'{o} {v % 10}' for o, v in zip(ops, values[1:])])}"]
+    for op, v in zip(ops, values[1:]):
+        y = v % 10
+        steps.append(f"{digit} + {y} = {digit + y}, write {(digit + y) % 10}" if op == "+" else _units_minus(digit, y))
+        digit = (digit + y if op == "+" else digit - y) % 10
+    return steps
+
+
+def _units_minus(x: int, y: int) -> str:
+    """The units digit of x - y, in the words of the column derivation."""
+    return f"{x} - {y} is below 0, borrow: {x + 10 - y}" if x < y else f"{x} - {y} = {x - y}"
+
+
 def _math_mc(rng: random.Random, d: Difficulty) -> PairedExample:
-    values, ops, total, steps = _arithmetic(rng, d)
+    values, ops, total, _ = _arithmetic(rng, d)
     expr = " ".join([str(values[0])] + [f"{o} {v}" for o, v in zip(ops, values[1:])])
+    steps = _last_digit_steps(values, ops)
     wrong: set[int] = set()
     units = {total % 10}
     while len(wrong) < 3:  # near misses, each with its own last digit: only the last digit tells them apart
@@ -179,8 +200,10 @@ def _math_mc(rng: random.Random, d: Difficulty) -> PairedExample:
     listed = " ".join(f"{OPTIONS[i]}) {v}" for i, v in enumerate(options))
     prompt = f"Which value equals {expr}? {listed}"
     last = total % 10
-    steps.extend(_search(options, total, lambda v: f"{v} ends in {v % 10}, not {last}",
-                         lambda v: f"{v} ends in {last}"))
+    steps.append(f"so it ends in {last}")
+    # each option's last digit minus the one needed: the verdict follows a 0, not an equality test
+    steps.extend(_search(options, total, lambda v: f"{v} ends in {v % 10}, {_units_minus(v % 10, last)}",
+                         lambda v: f"{v} ends in {last}, {_units_minus(last, last)},"))
     return _pair(prompt, steps, letter, "math-mc")
 
 
@@ -188,7 +211,7 @@ def _general_oe(rng: random.Random, d: Difficulty) -> PairedExample:
     n = rng.randint(d.list_min, d.list_max)
     items = rng.sample(LETTERS, n)
     shown = " ".join(items)
-    task = rng.choice(("reverse", "sort", "upper", "drop"))
+    task = rng.choice(("reverse", "sort", "upper", "drop", "pick"))
     if task == "reverse":
         prompt = f"Reverse the list: {shown}"
         out = items[::-1]
@@ -204,6 +227,14 @@ def _general_oe(rng: random.Random, d: Difficulty) -> PairedExample:
         prompt = f"Write in capitals: {shown}"
         out = [x.upper() for x in items]
         steps = [f"{x} becomes {x.upper()}" for x in items]
+    elif task == "pick":
+        cats = rng.sample(sorted(CATEGORIES), min(max(n, 2), len(CATEGORIES)))
+        words = [rng.choice(CATEGORIES[c]) for c in cats]
+        category = dict(zip(words, cats))
+        rng.shuffle(words)
+        prompt = f"Name the {cats[0]} in: {' '.join(words)}"
+        out = [w for w in words if category[w] == cats[0]]
+        steps = [f"{w} is {_a(category[w])}" for w in words[:words.index(out[0]) + 1]]
     else:
         drop = rng.choice(items)
         prompt = f"Remove {drop} from the list: {shown}"
@@ -226,7 +257,7 @@ def _general_mc(rng: random.Random, d: Difficulty) -> PairedExample:
     listed = " ".join(f"{OPTIONS[i]}) {w}" for i, w in enumerate(options))
     prompt = f"Which word is {_a(target)}? {listed}"
     category = dict(zip(options, option_cats))
-    steps = _search(options, words[0], lambda w: f"{w} is {_a(category[w])}", lambda w: f"{w} is {_a(target)}")
+    steps = _search(options, words[0], lambda w: f"{w} is {_a(category[w])}", lambda w: f"{w} is {_a(target)},")
     return _pair(prompt, steps, letter, "general-mc")
 
 

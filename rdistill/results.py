@@ -183,6 +183,9 @@ class DataSummary:
     """Documents longer than the pack capacity, per answer format the arms use (truncated or dropped
     as --overflow says)."""
     overflow: str | None = None
+    digest: str | None = None
+    """rdistill.data.schema.digest of the training rows then the held-out rows: a run resumes only on
+    the same data."""
 
 
 @dataclass

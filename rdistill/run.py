@@ -35,7 +35,7 @@ from rdistill.config import RunConfig, TrainConfig
 from rdistill.data import curriculum
 from rdistill.data.loading import write_pairs
 from rdistill.data.packing import auto_pack_tokens
-from rdistill.data.schema import PairedExample
+from rdistill.data.schema import PairedExample, digest
 from rdistill.data.sources import DataSource, open_source, resolve_tokenizer
 from rdistill.data.tokenize import encode_document
 from rdistill.environment import capture
@@ -213,6 +213,7 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     checks.check_unknown_tokens(source.summary.unknown_token_share, cfg.data.max_unknown_share)
     source.summary.over_capacity = checks.check_capacity(cfg, specs, source.train, pool)
     source.summary.overflow = cfg.train.overflow
+    source.summary.digest = digest([*source.train, *source.held_out])
     for fmt, count in source.summary.over_capacity.items():
         if count:
             say(f"{count} {fmt} documents are longer than --pack-tokens {cfg.train.pack_tokens}: "
@@ -241,6 +242,11 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
     w = distributed.world(cfg.parallel, "cuda" if torch.cuda.is_available() else "cpu")
     run_out = Path(cfg.out)
     previous = previous_results(run_out) if resume else None
+    if previous and previous.data.digest and previous.data.digest != source.summary.digest:
+        raise ValueError(f"{run_out} was trained on other data than its config now gives ({source.summary.source}: "
+                         f"digest {source.summary.digest}, the run's {previous.data.digest}): the file changed, or "
+                         "the synthetic teacher of another rdistill version made it; start the run afresh "
+                         "(--overwrite) instead of resuming")
     # the main rank writes the run folder; the others write what they would into a scratch folder
     out = run_out if w.is_main else Path(tempfile.mkdtemp(prefix=f"rdistill-rank{w.rank}-"))
     hooks = hooks if w.is_main else _Quiet()
@@ -321,7 +327,7 @@ class _ArmRunner:
         if spec.schedule == "sequential" and cfg.train.budget_flops is not None:
             if self.costs is None:  # the same for every arm: one student, one pool
                 self.costs = _mean_doc_costs(shape, prep.pool, n_examples, cfg.train)
-            planned = _planned_samples(spec, cfg.train.budget_flops, self.costs)
+            planned = planned_samples(spec, cfg.train.budget_flops, self.costs)
         record = _arm_result(cfg, spec, shape)
         unit = "FLOPs" if cfg.train.budget_flops is not None else "samples"
         hooks.arm_started(arm, cfg.train.budget_flops or cfg.train.samples, unit)
@@ -443,7 +449,7 @@ def _mean_doc_costs(shape: ModelShape, pool: Documents, n_examples: int, train: 
     return mean_cost(pool[:n_examples]), mean_cost(pool[n_examples:])
 
 
-def _planned_samples(spec: curriculum.ArmSpec, budget_flops: float, costs: tuple[float, float]) -> int:
+def planned_samples(spec: curriculum.ArmSpec, budget_flops: float, costs: tuple[float, float]) -> int:
     """Samples a FLOP budget buys at this arm's mix of formats (what a sequential arm's phases split)."""
     per_sample = (1 - spec.share) * costs[0] + spec.share * costs[1]
     return max(1, int(budget_flops / per_sample))

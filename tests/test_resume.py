@@ -2,6 +2,7 @@
 same run left alone (CPU, fp32): final parameters, ledgers, metrics lines and results.json numbers."""
 
 import json
+from dataclasses import replace
 import os
 import signal
 import subprocess
@@ -99,3 +100,34 @@ def test_resume_refuses_a_complete_run_and_extra_options(tmp_path):
     assert res.exit_code != 0 and "--lr" in res.output
     res = runner.invoke(app, ["train", "--resume", str(tmp_path / "nowhere")])
     assert res.exit_code != 0 and "nothing to resume" in res.output
+
+
+def test_resume_refuses_when_the_data_changed(tmp_path):
+    """A resumed run must train on the data it started on: a data file edited since (or the synthetic
+    teacher of another version) would mix two datasets in one run."""
+    from typer.testing import CliRunner
+
+    from rdistill.cli.main import app
+    from rdistill.data.loading import write_pairs
+    from rdistill.synthetic import make_splits
+
+    train, held = make_splits(120, 8, seed=3)
+    data, out = tmp_path / "pairs.jsonl", tmp_path / "r"
+    write_pairs(data, train + held)
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--budget", "1e10", "--data", str(data), "--eval-size", "8", "--no-eval",
+                              "--arms", "ift", "--pack-tokens", "256", "--tokenizer", "builtin", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["data"]["digest"]) == 16
+    results["status"] = "interrupted"  # as if stopped before the end
+    (out / "results.json").write_text(json.dumps(results))
+
+    write_pairs(data, [replace(train[0], ift=train[0].ift + " "), *train[1:], *held])  # one answer edited
+    res = runner.invoke(app, ["train", "--resume", str(out)])
+    assert res.exit_code != 0 and "other data" in res.output, res.output
+
+    write_pairs(data, train + held)  # the data it started on: resumes
+    res = runner.invoke(app, ["train", "--resume", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "results.json").read_text())["data"]["digest"] == results["data"]["digest"]

@@ -6,7 +6,9 @@ A prompt is a string (one user turn), or a conversation: chat turns ``{"role": .
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -97,3 +99,14 @@ class PairedExample:
         if self.answer is not None:
             row["answer"] = self.answer
         return row
+
+
+def digest(examples: Iterable[PairedExample]) -> str:
+    """A hash of the examples' content and order (not where they were read): two runs on equal digests
+    trained on the same data, whatever produced it (a file, a dataset, a version of the synthetic
+    teacher)."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.prompt, ex.ift, ex.reasoning, ex.family, ex.answer]).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]

@@ -10,13 +10,13 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rdistill.cli import data_cmds, eval_cmd, flops_cmd, report_cmd  # noqa: F401  (they register their commands)
+from rdistill.cli import data_cmds, eval_cmd, flops_cmd, plan_cmd, report_cmd  # noqa: F401  (they register their commands)
 from rdistill.cli.app import app, fail, quiet_libraries
 from rdistill.cli.options import (
     SHARED_OPTIONS,
@@ -190,13 +190,31 @@ NPROC = inspect.Parameter(
 command(app, "train", _train, TRAIN_OPTIONS, extra=[TRAIN_CONFIG, OVERWRITE, RESUME, NPROC])
 
 
-def _sweep(out: Path, config: Path | None, **given: Any) -> None:
-    """Run a grid of students x arms x budgets into one study folder, then write its report."""
+def _sweep(out: Path, config: Path | None, list_points: bool, point: str | None, index: int | None,
+           emit: str | None, script: Path | None, gpus_per_point: int | None, cpus_per_point: int | None,
+           sbatch: list[str] | None, max_running: int | None, **given: Any) -> None:
+    """Run a grid of students x arms x budgets into one study folder, then write its report; or list its
+    points (--list), run one of them (--point, --index), or write a job-array script that runs each
+    (--emit slurm)."""
     from rdistill.analysis import StudyError, write_report
-    from rdistill.sweep import grid as make_grid
-    from rdistill.sweep import SweepLocked, run_sweep
+    from rdistill.sweep import PointLocked, SweepLocked, points, run_point, run_sweep
 
+    modes = [flag for flag, on in (("--list", list_points), ("--point", point is not None),
+                                   ("--index", index is not None), ("--emit", emit is not None)) if on]
+    if len(modes) > 1:
+        fail(f"{' and '.join(modes)} do not go together: give one of --list, --point, --index, --emit")
+    emit_only = [flag for flag, v in (("--script", script), ("--gpus-per-point", gpus_per_point),
+                                      ("--cpus-per-point", cpus_per_point), ("--sbatch", sbatch),
+                                      ("--max-running", max_running)) if v not in (None, [], ())]
+    if emit_only and emit is None:
+        fail(f"{', '.join(emit_only)} shape the job script: give them with --emit slurm")
+    if (gpus_per_point or 1) > 1 and given.get("parallel") is None:
+        given["parallel"] = "ddp"  # every task runs under torchrun (the point's id includes --parallel)
+    elif (gpus_per_point or 1) > 1 and given["parallel"] == "none":
+        fail("--gpus-per-point above 1 runs each point under torchrun: give --parallel ddp or fsdp, not none")
     quiet_libraries()
+    if os.environ.get("RANK", "0") != "0":
+        console.quiet = True  # under torchrun the main rank speaks for the job
     try:
         grid = overrides(SWEEP_ONLY_OPTIONS, given)
         if not grid.get("budgets"):
@@ -204,28 +222,49 @@ def _sweep(out: Path, config: Path | None, **given: Any) -> None:
         run_given = merge(overrides(SHARED_OPTIONS, given), {"train": {"budget_flops": grid["budgets"][0]}})
         base = build_run_config(config, run_given)
         cfg = from_dict(SweepConfig, {**grid, "base": base.to_dict()})
-        make_grid(cfg.models, cfg.arms, cfg.budgets, cfg.seeds)  # checks the arms before the study folder is touched
+        planned = points(cfg, out)  # checks the arms before the study folder is touched
         hooks_for = SweepHooks(cfg, out)  # --log tensorboard without tensorboard installed fails here
     except ValueError as e:
         fail(e)
+    if list_points:
+        from rdistill.dispatch import list_lines
+
+        for line in list_lines([e for _, _, e in planned], out):
+            typer.echo(line)
+        return
+    if emit is not None:
+        _emit_slurm(out, config, given, [e for _, _, e in planned], script, gpus_per_point, cpus_per_point,
+                    sbatch or [], max_running)
+        return
 
     def on_point(point, status, i, n):
         label = f"[{i + 1}/{n}] {point.model} {point.arm} {point.budget:.2e}" + (
             f" seed {point.seed}" if point.seed is not None else "")
-        color = {"complete": "green", "failed": "red", "skipped": "dim"}.get(status, "bold")
-        console.print(f"[{color}]{status}[/] {label}")
+        color = {"complete": "green", "failed": "red", "skipped": "dim", "locked": "yellow"}.get(status, "bold")
+        note = " (another worker runs it)" if status == "locked" else ""
+        console.print(f"[{color}]{status}[/] {escape(label)}{note}")
 
     try:
         with hooks_for:
-            manifest = run_sweep(cfg, out, hooks_for=hooks_for, on_point=on_point)
-    except SweepLocked as e:
+            if point is not None or index is not None:
+                entry = run_point(cfg, out, point_id=point, index=index, hooks_for=hooks_for, on_point=on_point)
+                manifest = {"points": [entry]}
+            else:
+                manifest = run_sweep(cfg, out, hooks_for=hooks_for, on_point=on_point)
+    except (SweepLocked, PointLocked, ValueError) as e:
         fail(e)
     except KeyboardInterrupt as e:
         console.print(f"[yellow]interrupted[/]: rerun the same command to resume {out}")
         raise typer.Exit(143 if isinstance(e, Terminated) else 130)
     failed = [p for p in manifest["points"] if p["status"] == "failed"]
     for p in failed:
-        console.print(f"[red]failed[/] {p['dir']}: {p['error']}")
+        console.print(f"[red]failed[/] {p['dir']}: {escape(p['error'])}")
+    if point is not None or index is not None:
+        if os.environ.get("RANK", "0") == "0":
+            console.print(f"point: {out / manifest['points'][0]['dir']}; `rdistill report {out}` collects the study")
+        if failed:
+            raise typer.Exit(1)
+        return
     try:
         report = write_report(out)
     except StudyError as e:
@@ -235,6 +274,40 @@ def _sweep(out: Path, config: Path | None, **given: Any) -> None:
         raise typer.Exit(1)
 
 
+def sweep_args(out: Path, config: Path | None, given: dict[str, Any]) -> list[str]:
+    """The sweep's own flags as typed (grid and training options, --out, --config), for a job script."""
+    args = ["--out", str(out)] + (["--config", str(config)] if config is not None else [])
+    for opt in SWEEP_OPTIONS:
+        raw = given.get(opt.ident)
+        if raw is None:
+            continue
+        flags = [f.split(" ")[-1] for f in opt.flag.split("/")]
+        args += [flags[0] if raw else flags[-1]] if isinstance(raw, bool) else [flags[0], str(raw)]
+    return args
+
+
+def _emit_slurm(out: Path, config: Path | None, given: dict[str, Any], entries: list, script: Path | None,
+                gpus_per_point: int | None, cpus_per_point: int | None, sbatch: list[str],
+                max_running: int | None) -> None:
+    from rdistill.dispatch import slurm_script, write_grid
+    from rdistill.io import write_text_atomic
+
+    path = script or out / "sweep.slurm"
+    try:
+        text = slurm_script(entries, sweep_args(out, config, given), study=out, workdir=Path.cwd(),
+                            python=sys.executable, gpus_per_point=1 if gpus_per_point is None else gpus_per_point,
+                            cpus_per_point=cpus_per_point, sbatch=sbatch, max_running=max_running)
+        (out / "logs").mkdir(parents=True, exist_ok=True)  # SLURM does not make the --output folder
+        write_grid(out, entries)
+        write_text_atomic(path, text)
+    except ValueError as e:
+        fail(e)
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror or e}")
+    console.print(f"{len(entries)} points; job array: {path}\nsubmit it with: sbatch {path}   "
+                  f"(then `rdistill report {out}` at any time)")
+
+
 STUDY = inspect.Parameter(
     "out", inspect.Parameter.KEYWORD_ONLY,
     annotation=Annotated[Path, typer.Option(help="Study folder; a rerun resumes it, skipping finished points.")],
@@ -242,7 +315,31 @@ STUDY = inspect.Parameter(
 SWEEP_CONFIG = _config_param(
     "The settings every point shares, from a YAML or JSON run config (its out, arms, model and budget are the "
     "point's); flags given here override it.")
-command(app, "sweep", _sweep, SWEEP_OPTIONS, extra=[STUDY, SWEEP_CONFIG])
+SWEEP_DISPATCH = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, info])
+                  for name, default, tp, info in (
+    ("list_points", False, bool, typer.Option("--list", help=(
+        "Print the grid's points, one a line: index, id, model, budget, arm, seed, status (complete, interrupted, "
+        "crashed, failed, running, missing), folder; run nothing, write nothing."))),
+    ("point", None, Optional[str], typer.Option(help=(
+        "Run only the point with this id (or a unique start of it; --list shows them: the hash of its settings) "
+        "into the folder a full sweep gives it; skipped when complete, resumed when interrupted. Refused while "
+        "another worker runs it."))),
+    ("index", None, Optional[int], typer.Option(
+        help="Run only the point at this place of --list (from 0), as --point.")),
+    ("emit", None, Optional[Literal["slurm"]], typer.Option(help=(
+        "Write a job script instead of running: slurm, a job array with one task per point (--index order), "
+        "each running `rdistill sweep` with these flags and --point ID."))),
+    ("script", None, Optional[Path], typer.Option(help="Where --emit writes the script. Default: STUDY/sweep.slurm.")),
+    ("gpus_per_point", None, Optional[int], typer.Option(help=(
+        "--emit: GPUs of each task (#SBATCH --gpus-per-task; 0 for none). Above 1, each point runs under torchrun "
+        "with one process per GPU and --parallel ddp unless --parallel says fsdp (--list with the same --parallel "
+        "shows the same ids). Default: 1."))),
+    ("cpus_per_point", None, Optional[int], typer.Option(help="--emit: CPUs of each task (#SBATCH --cpus-per-task).")),
+    ("sbatch", None, Optional[list[str]], typer.Option(help=(
+        "--emit: another #SBATCH option, repeatable, e.g. --sbatch time=24:00:00 --sbatch partition=gpu."))),
+    ("max_running", None, Optional[int], typer.Option(help="--emit: at most this many tasks at once (--array=0-N%K).")),
+)]
+command(app, "sweep", _sweep, SWEEP_OPTIONS, extra=[STUDY, SWEEP_CONFIG, *SWEEP_DISPATCH])
 
 
 @app.command()

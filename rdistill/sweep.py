@@ -1,10 +1,11 @@
-"""Sweeps: a grid of students x arms x budgets, run one after another into one study folder.
+"""Sweeps: a grid of students x arms x budgets, run one after another into one study folder, or one
+point at a time by independent workers (rdistill.dispatch).
 
 A sweep is a ``rdistill.config.SweepConfig``. Each grid point is its own one-arm run, made by
 rdistill.run in ``STUDY/<model>/<budget>/<arm>-<fingerprint>/``: the fingerprint hashes every setting
-of the point's run (rdistill.config.RunConfig.fingerprint), so a point is identified by what it runs,
-not by its folder name; the model part is the checkpoint folder's name made safe (no path escapes
-the study). So every point is resumable on its own:
+of the point's run (rdistill.config.RunConfig.fingerprint) and is the point's id, so a point is
+identified by what it runs, not by its folder name; the model part is the checkpoint folder's name made
+safe (no path escapes the study). So every point is resumable on its own:
 
 - a point whose results.json says "complete" for the same settings is skipped (an interrupted sweep
   resumes where it stopped; a rerun with another --lr, --seed or --difficulty runs new points);
@@ -14,10 +15,14 @@ the study). So every point is resumable on its own:
 - a point that fails is recorded (error and traceback tail) in ``STUDY/sweep.json`` and the sweep goes
   on with the next; Ctrl-C stops the sweep after recording the point as interrupted.
 
-``STUDY/sweep.json`` (rewritten atomically after every point) lists every point with its status,
-seconds and folder. ``STUDY/.sweep.lock`` holds the live sweep's pid and host: a second sweep on the
-same study refuses to start while the first runs, and takes over a lock its dead owner left. Every point of a (model, budget) pair starts from the same initial student and
-sees the same data, because the seed is shared.
+Every point is run under its lock (rdistill.dispatch.point_lock), by ``run_sweep`` (every point in
+turn, skipping one another worker holds) and by ``run_point`` (one point, as ``--point``/``--index``),
+so a full sweep and any number of one-point workers share a study; both record the grid in
+``STUDY/grids/`` first. ``STUDY/sweep.json`` (rewritten atomically after every point, by a full sweep
+only) lists every point with its status, seconds and folder. ``STUDY/.sweep.lock`` holds the live full
+sweep's pid and host: a second full sweep on the same study refuses to start while the first runs, and
+takes over a lock its dead owner left; one-point workers do not take it. Every point of a (model,
+budget) pair starts from the same initial student and sees the same data, because the seed is shared.
 """
 
 from __future__ import annotations
@@ -30,15 +35,17 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rdistill import checkpoint
+import torch
+
+from rdistill import checkpoint, distributed
 from rdistill.config import RunConfig, SweepConfig
 from rdistill.data.curriculum import parse_arms
+from rdistill.dispatch import GridEntry, PointLocked, point_lock, point_status, record_failure, select, write_grid
 from rdistill.io import pid_alive, write_json_atomic
-from rdistill.results import ResultsError, RunResults
 from rdistill.run import RunHooks, run
 
 
@@ -103,18 +110,6 @@ def grid(models: tuple[str, ...], arms: tuple[str, ...], budgets: tuple[float, .
     return [SweepPoint(m, b, a, s) for b in sorted(budgets) for m in models for a in names for s in (seeds or (None,))]
 
 
-def point_status(folder: Path, fingerprint: str | None = None) -> str | None:
-    """The live status of a point's results.json ("crashed" for a dead "running" one), or None when
-    there is none, it cannot be read, or (with ``fingerprint``) it holds a run of other settings."""
-    try:
-        results = RunResults.read(folder / "results.json")
-    except ResultsError:
-        return None
-    if fingerprint is not None and results.fingerprint != fingerprint:
-        return None
-    return results.live_status()
-
-
 def _resumable(folder: Path, fingerprint: str, arm: str) -> bool:
     """Whether the point in ``folder`` was stopped (interrupted, or crashed) with the same settings after
     writing a checkpoint, so that it goes on from there rather than starting over."""
@@ -144,64 +139,165 @@ def sweep_point_config(cfg: SweepConfig, point: SweepPoint, study: Path) -> RunC
     return point_config(cfg.base, point, study, seed_data=cfg.seed_data, model_lrs=cfg.model_lrs)
 
 
+def points(cfg: SweepConfig, study: Path) -> list[tuple[SweepPoint, RunConfig, GridEntry]]:
+    """Every point of ``cfg``'s grid in grid order, with its run config and its entry (id, folder)."""
+    out = []
+    for i, point in enumerate(grid(cfg.models, cfg.arms, cfg.budgets, cfg.seeds)):
+        run_cfg = sweep_point_config(cfg, point, study)
+        entry = GridEntry(i, run_cfg.fingerprint(), point.model, point.budget, point.arm, point.seed,
+                          str(Path(run_cfg.out).relative_to(study)))
+        out.append((point, run_cfg, entry))
+    return out
+
+
+OnPoint = Callable[[SweepPoint, str, int, int], None]
+
+
 def run_sweep(
     cfg: SweepConfig,
     study: str | Path,
     *,
     hooks_for: Callable[[SweepPoint], RunHooks] | None = None,
-    on_point: Callable[[SweepPoint, str, int, int], None] | None = None,
+    on_point: OnPoint | None = None,
 ) -> dict:
     """Run every point of ``cfg``'s grid that is not yet complete into the folder ``study``.
 
-    ``on_point(point, status, index, total)`` is told "skipped", "started", "resumed", "complete" or
-    "failed".
+    ``on_point(point, status, index, total)`` is told "skipped", "started", "resumed", "complete",
+    "failed", or "locked" (another worker runs the point; it is left to it, recorded as "running").
     """
-    points = grid(cfg.models, cfg.arms, cfg.budgets, cfg.seeds)
     study = Path(study)
+    planned = points(cfg, study)
     study.mkdir(parents=True, exist_ok=True)
-    configs = [sweep_point_config(cfg, p, study) for p in points]
     with study_lock(study):
-        return _run_points(list(zip(points, configs)), study, hooks_for, on_point)
+        write_grid(study, [e for _, _, e in planned])
+        return _run_points(planned, study, hooks_for, on_point)
+
+
+def _prepare(folder: Path, fingerprint: str, arm: str) -> str:
+    """What to do with a point whose lock this process holds: "skip" it (complete), "resume" it, or
+    "start" it (its folder cleared)."""
+    if point_status(folder, fingerprint) == "complete":
+        return "skip"
+    if _resumable(folder, fingerprint, arm):
+        return "resume"
+    if folder.exists():
+        shutil.rmtree(folder)
+    return "start"
+
+
+def _manifest_entry(point: SweepPoint, run_cfg: RunConfig, study: Path) -> dict:
+    return {"model": point.model, "arm": point.arm, "budget": point.budget, "seed": run_cfg.seed,
+            "dir": str(Path(run_cfg.out).relative_to(study)), "fingerprint": run_cfg.fingerprint()}
+
+
+def _train(run_cfg: RunConfig, hooks: RunHooks | None, resume: bool, entry: dict, record: bool = True) -> None:
+    """Run the point; ``entry`` gets its status ("complete" or "failed", with the error) and seconds.
+    A failure is also recorded in the point's folder (``record``); Ctrl-C marks it interrupted and goes up."""
+    t0 = time.perf_counter()
+    try:
+        run(run_cfg, hooks, resume=resume)
+        entry["status"] = "complete"
+    except KeyboardInterrupt:
+        entry["status"] = "interrupted"
+        raise
+    except Exception as exc:  # a failed point is recorded and the sweep goes on
+        entry["status"] = "failed"
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+        entry["traceback"] = traceback.format_exc()[-2000:]
+        if record:
+            record_failure(Path(run_cfg.out), entry["fingerprint"], entry["error"], entry["traceback"])
+    finally:
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
 
 
 def _run_points(
-    points: list[tuple[SweepPoint, RunConfig]],
+    planned: list[tuple[SweepPoint, RunConfig, GridEntry]],
     study: Path,
     hooks_for: Callable[[SweepPoint], RunHooks] | None,
-    on_point: Callable[[SweepPoint, str, int, int], None] | None,
+    on_point: OnPoint | None,
 ) -> dict:
     manifest: dict = {"points": []}
-    for i, (point, run_cfg) in enumerate(points):
+    say = on_point or (lambda *_: None)
+    for i, (point, run_cfg, _) in enumerate(planned):
         folder = Path(run_cfg.out)
-        entry = {"model": point.model, "arm": point.arm, "budget": point.budget, "seed": run_cfg.seed,
-                 "dir": str(folder.relative_to(study)), "fingerprint": run_cfg.fingerprint()}
+        entry = _manifest_entry(point, run_cfg, study)
         manifest["points"].append(entry)
-        if point_status(folder, entry["fingerprint"]) == "complete":
-            entry["status"] = "complete"
-            entry["skipped"] = True
-            if on_point:
-                on_point(point, "skipped", i, len(points))
-            continue
-        resume = _resumable(folder, entry["fingerprint"], point.arm)
-        if folder.exists() and not resume:
-            shutil.rmtree(folder)
-        if on_point:
-            on_point(point, "resumed" if resume else "started", i, len(points))
-        t0 = time.perf_counter()
         try:
-            run(run_cfg, hooks_for(point) if hooks_for else None, resume=resume)
-            entry["status"] = "complete"
-        except KeyboardInterrupt:
-            entry["status"] = "interrupted"
-            write_json_atomic(study / "sweep.json", manifest)
-            raise
-        except Exception as exc:  # a failed point is recorded and the sweep goes on
-            entry["status"] = "failed"
-            entry["error"] = f"{type(exc).__name__}: {exc}"
-            entry["traceback"] = traceback.format_exc()[-2000:]
-        entry["seconds"] = round(time.perf_counter() - t0, 1)
+            with point_lock(folder, entry["fingerprint"]):
+                action = _prepare(folder, entry["fingerprint"], point.arm)
+                if action == "skip":
+                    entry["status"] = "complete"
+                    entry["skipped"] = True
+                    say(point, "skipped", i, len(planned))
+                    continue
+                say(point, "resumed" if action == "resume" else "started", i, len(planned))
+                try:
+                    _train(run_cfg, hooks_for(point) if hooks_for else None, action == "resume", entry)
+                except KeyboardInterrupt:
+                    write_json_atomic(study / "sweep.json", manifest)
+                    raise
+        except PointLocked as e:
+            entry["status"] = "running"
+            entry["error"] = str(e)
+            say(point, "locked", i, len(planned))
+            continue
         write_json_atomic(study / "sweep.json", manifest)
-        if on_point:
-            on_point(point, entry["status"], i, len(points))
+        say(point, entry["status"], i, len(planned))
     write_json_atomic(study / "sweep.json", manifest)
     return manifest
+
+
+def _from_main(value: object, w: distributed.World) -> object:
+    """The main rank's ``value`` on every rank (a collective under torchrun)."""
+    if not w.distributed:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def run_point(
+    cfg: SweepConfig,
+    study: str | Path,
+    *,
+    point_id: str | None = None,
+    index: int | None = None,
+    hooks_for: Callable[[SweepPoint], RunHooks] | None = None,
+    on_point: OnPoint | None = None,
+) -> dict:
+    """Run the one point of ``cfg``'s grid named by ``point_id`` (its id, or a unique prefix) or ``index``
+    (grid order) into the folder a full sweep gives it, under its lock; returns its sweep.json-style entry
+    (status "complete", with "skipped" when it already was, or "failed" with the error). Writes nothing
+    to sweep.json. ValueError for an unknown point, PointLocked while another live worker runs it.
+
+    Under torchrun every rank calls this: the main rank takes the lock and decides (skip, resume, start),
+    the others follow it."""
+    study = Path(study)
+    planned = points(cfg, study)
+    chosen = select([e for _, _, e in planned], point_id=point_id, index=index)
+    point, run_cfg, grid_entry = planned[chosen.index]
+    folder = Path(run_cfg.out)
+    entry = _manifest_entry(point, run_cfg, study)
+    say = on_point or (lambda *_: None)
+    w = distributed.world(run_cfg.parallel, "cuda" if torch.cuda.is_available() else "cpu")
+    with ExitStack() as stack:
+        action: object = None
+        if w.is_main:
+            try:
+                stack.enter_context(point_lock(folder, grid_entry.id))
+                write_grid(study, [e for _, _, e in planned])
+                action = _prepare(folder, grid_entry.id, point.arm)
+            except PointLocked as e:
+                action = e
+        action = _from_main(action, w)
+        if isinstance(action, PointLocked):
+            raise PointLocked(str(action))
+        if action == "skip":
+            entry.update(status="complete", skipped=True)
+            say(point, "skipped", chosen.index, len(planned))
+            return entry
+        say(point, "resumed" if action == "resume" else "started", chosen.index, len(planned))
+        hooks = hooks_for(point) if hooks_for and w.is_main else None  # run() quiets the other ranks anyway
+        _train(run_cfg, hooks, action == "resume", entry, record=w.is_main)
+    say(point, entry["status"], chosen.index, len(planned))
+    return entry

@@ -16,7 +16,8 @@ from rdistill.results import ResultsError, RunResults
 from rdistill.typed import field_docs, field_type
 
 runner = CliRunner()
-CLI_ONLY = {"config", "overwrite", "help", "resume", "nproc"}
+CLI_ONLY = {"config", "overwrite", "help", "resume", "nproc", "list_points", "point", "index", "emit",
+            "script", "gpus_per_point", "cpus_per_point", "sbatch", "max_running"}
 
 
 def _flags(command: str) -> set[str]:

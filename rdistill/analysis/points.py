@@ -27,6 +27,7 @@ import numpy as np
 
 from rdistill.analysis.items import GENERATIONS, ItemScores, ItemsError, check_items, read_items
 from rdistill.data.curriculum import arm_sort_key
+from rdistill.dispatch import point_state, read_grid
 from rdistill.eval_record import EVAL_FILE, CheckpointError, CheckpointEval
 from rdistill.results import ArmResult, EvalResult, ResultsError, RunResults
 
@@ -161,6 +162,11 @@ class Study:
     """Per-item files that could not be used (the points are kept, without item-level pairing)."""
     checkpoints: list[Point] = field(default_factory=list)
     """Checkpoints evaluated with no training FLOPs on record (eval.json without results.json)."""
+    grid: dict[str, int] = field(default_factory=dict)
+    """How many points of the grids dispatched into the study (rdistill.dispatch.read_grid) are in each
+    state (complete, missing, running, ...); empty when the study records no grid."""
+    grid_notes: list[str] = field(default_factory=list)
+    """Grid records that could not be read."""
 
     @property
     def metrics(self) -> list[str]:
@@ -302,6 +308,11 @@ def scan(study_dir: str | Path, *, x: str = "exact") -> Study:
     but are kept in ``skipped`` so the report can count and list them. A file that cannot be read
     (not JSON, malformed, of a newer schema, or without a schema version) is skipped the same way,
     with status "unreadable" and the reader's message, which names the file and the key.
+
+    When the study records the grids dispatched into it (``STUDY/grids/``, a full sweep's sweep.json;
+    rdistill.dispatch), every point of them that is not complete (missing, running, interrupted,
+    crashed, failed) is in ``skipped`` with its folder, and no arm of its run is a point (none is
+    fitted); ``Study.grid`` counts the points by state. Such a study reads without any results.json.
     """
     if x not in X_COUNTS:
         raise StudyError(f"unknown training-FLOP count {x!r}; choose one of {', '.join(X_COUNTS)}")
@@ -313,7 +324,8 @@ def scan(study_dir: str | Path, *, x: str = "exact") -> Study:
 
     files = found("results.json")
     evals = [p for p in found(EVAL_FILE) if not (p.parent / "results.json").is_file()]
-    if not files and not evals:
+    grid, grid_notes = read_grid(root)
+    if not files and not evals and not grid:
         raise StudyError(
             f"no results.json or {EVAL_FILE} found under {root}; a study folder holds run folders, each written "
             "by 'rdistill train' or 'rdistill sweep', and may hold checkpoint evaluations by 'rdistill eval'"
@@ -329,7 +341,7 @@ def scan(study_dir: str | Path, *, x: str = "exact") -> Study:
             skipped.append(Skipped(path, None, None, None, "unreadable", str(exc)))
             run_status[path] = "unreadable"
             continue
-        run_status[path] = results.status
+        run_status[path] = results.live_status()
         for arm in results.arms:
             got = _point_from_arm(arm, results, path, x, notes)
             (points if isinstance(got, Point) else skipped).append(got)
@@ -337,8 +349,21 @@ def scan(study_dir: str | Path, *, x: str = "exact") -> Study:
     for path in evals:
         got = _checkpoint(path, notes)
         (checkpoints if isinstance(got, Point) else skipped).append(got)
+    states: dict[str, int] = defaultdict(int)
+    for entry in grid:
+        status, detail = point_state(root / entry.dir, entry.id)
+        states[status] += 1
+        if status == "complete":
+            continue
+        source = root / entry.dir / "results.json"  # its arms are no points until its run is complete
+        held = [p for p in points if p.source == source]
+        points = [p for p in points if p.source != source]
+        skipped += [Skipped(source, p.model, p.arm, p.budget, status, f"its run is {status}: {detail}") for p in held]
+        if not any(s.source == source for s in skipped):
+            skipped.append(Skipped(source, entry.model, entry.arm, entry.budget, status, detail))
     points = sorted(_with_variants(points), key=Point.sort_key)
-    return Study(root, points, skipped, run_status, x, notes, sorted(checkpoints, key=Point.sort_key))
+    return Study(root, points, skipped, run_status, x, notes, sorted(checkpoints, key=Point.sort_key), dict(states),
+                 grid_notes)
 
 
 def collect(study_dir: str | Path, *, x: str = "exact") -> list[Point]:

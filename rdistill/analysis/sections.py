@@ -55,7 +55,8 @@ def section_run(study: Study, metrics: Sequence[str]) -> list[str]:
             arm_status[s.status if s.status != "complete" else "complete, not evaluated"] += 1
     run_counts = ", ".join(f"{n} {st}" for st, n in sorted(statuses.items()))
     arm_counts = ", ".join([f"{len(pts)} complete and evaluated"] + [f"{n} {st}" for st, n in sorted(arm_status.items())])
-    lines.append(f"- Run folders (results.json files): {len(study.run_status)} ({run_counts}).")
+    lines.append(f"- Run folders (results.json files): {len(study.run_status)}"
+                 + (f" ({run_counts})." if run_counts else "."))
     lines.append(f"- Arm results: {arm_counts}.")
     if study.checkpoints:
         lines.append(f"- Checkpoints evaluated without training FLOPs on record (eval.json): {len(study.checkpoints)}.")
@@ -77,8 +78,18 @@ def section_run(study: Study, metrics: Sequence[str]) -> list[str]:
     lines.append(f"- Per-item scores (generations.jsonl): {with_items} of {len(pts)} points; comparisons between "
                  "points that have them are paired over the items both were scored on.")
     lines.append(f"- Metrics: {', '.join(metrics)}; accuracies are exact-match on each run's held-out set.")
+    if study.grid:
+        order = {s: i for i, s in enumerate(("complete", "running", "interrupted", "crashed", "failed", "missing"))}
+        counts = ", ".join(f"{n} {st}" for st, n in sorted(study.grid.items(), key=lambda kv: order.get(kv[0], 9)))
+        pending = sum(study.grid.values()) - study.grid.get("complete", 0)
+        lines.append("- Grid points dispatched into the study (recorded in grids/ and sweep.json; delete a grid's "
+                     f"record to drop it): {sum(study.grid.values())} "
+                     f"({counts})." + (f" Those not complete ({pending}) are listed below with their folders and "
+                                       "are in no fit; run `rdistill report` again as they arrive." if pending else ""))
+    for note in study.grid_notes:
+        lines.append(f"- Grid record not read: {note}.")
     if study.skipped:
-        lines += ["", "Arms and files that gave no point:", ""]
+        lines += ["", "Arms, grid points and files that gave no point:", ""]
         lines.append(table(["run", "model", "arm", "budget", "status", "reason"], [
             (rel(s.source.parent, study.root), s.model or "-", s.arm or "-", flops_text(s.budget), s.status, s.reason)
             for s in study.skipped]))

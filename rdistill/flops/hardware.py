@@ -132,3 +132,31 @@ def gpu_peak_flops(name: str, kind: str | None) -> float | None:
         if fragment in name:
             return peaks.get(kind) if kind else None
     return None
+
+
+DEVICES: dict[str, str] = {
+    "h200": "H200",
+    "h100": "H100",
+    "h100-pcie": "H100 PCIe",
+    "a100": "A100",
+    "l40s": "L40S",
+    "a10g": "A10G",
+    "rtx4090": "RTX 4090",
+}
+"""Short device names (``rdistill plan --device``) -> their entry in ``GPU_PEAKS``; ``cpu`` is this
+machine's CPU, measured (``cpu_peak_flops``)."""
+
+
+def named_peak_flops(device: str, dtype: str) -> float:
+    """Peak dense FLOP/s of a device named in ``DEVICES`` (or ``cpu``) for a dtype name (bf16, fp16,
+    fp32, tf32); ValueError naming the choices for an unknown device or a dtype it has no peak for."""
+    if device == "cpu":
+        if dtype not in DTYPES:
+            raise ValueError(f"the CPU peak is measured in {', '.join(DTYPES)}, not {dtype!r}")
+        return cpu_peak_flops(DTYPES[dtype])
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}, cpu")
+    peak = gpu_peak_flops(DEVICES[device], dtype)
+    if peak is None:
+        raise ValueError(f"no {dtype} peak known for {device}; choose one of {', '.join(GPU_PEAKS[DEVICES[device]])}")
+    return peak

@@ -11,6 +11,7 @@ import pytest
 
 from launcher import write_launcher
 from rdistill.distributed import World, gather_objects, padded_count, world
+from rdistill.results import RunResults
 
 ARGS = ["--budget", "4e10", "--train-size", "300", "--eval-size", "12", "--pack-tokens", "256",
         "--packs-per-step", "2", "--max-new-tokens", "24", "--threads", "1"]
@@ -102,8 +103,13 @@ def test_a_dead_rank_stops_the_job_and_it_resumes_under_torchrun(tmp_path, singl
     assert killed.returncode != 0
     assert "Signal 9 (SIGKILL)" in killed.stderr or "exitcode: -9" in killed.stderr, killed.stderr[-3000:]
     status = json.loads((out / "results.json").read_text())
-    assert status["status"] in ("interrupted", "failed") and status["arms"][0]["status"] == "complete"
-    assert "rdistill train --resume" in killed.stdout + killed.stderr
+    assert status["arms"][0]["status"] == "complete"
+    # rank 0 marks the run when the collective fails under it; when torchrun's SIGKILL comes first (rank
+    # 0 blocked in a collective), results.json still says running with a dead pid: crashed, also resumable
+    live = RunResults.read(out / "results.json").live_status()
+    assert live in ("interrupted", "failed", "crashed"), live
+    if live != "crashed":
+        assert "rdistill train --resume" in killed.stdout + killed.stderr
     assert [p.name for p in (out / "reasoning" / "checkpoint").glob("step-*")] == ["step-00000010"]
 
     resumed = _rdistill(["train", "--resume", str(out)], *TORCHRUN, "-m", "rdistill")

@@ -157,7 +157,8 @@ def _math_oe(rng: random.Random, d: Difficulty) -> PairedExample:
 
 def _search(options: list, answer: object, miss, hit) -> list[str]:
     """The options checked in order up to the right one, which names its own letter on its line: the
-    letter is copied from the start of the line just written, not looked up across the prompt."""
+    letter is copied from the start of the line just written, not looked up across the prompt.
+    ``miss(option)`` is a wrong option's line, ``hit(option)`` the right one's up to " option X"."""
     steps = []
     for letter, option in zip(OPTIONS, options):
         if option == answer:
@@ -170,7 +171,8 @@ def _search(options: list, answer: object, miss, hit) -> list[str]:
 def _last_digit_steps(values: list[int], ops: list[str]) -> list[str]:
     """The units column of a chain of additions and subtractions: all a math-mc answer needs, since its
     options differ in the last digit."""
-    digit, steps = values[0] % 10, [f"last digits: {' '.join([str(values[0] % 10)] + [f'{o} {v % 10}' for o, v in zip(ops, values[1:])])}"]
+    digit = values[0] % 10
+    steps = ["last digits: " + " ".join([str(digit)] + [f"{o} {v % 10}" for o, v in zip(ops, values[1:])])]
     for op, v in zip(ops, values[1:]):
         y = v % 10
         steps.append(f"{digit} + {y} = {digit + y}, write {(digit + y) % 10}" if op == "+" else _units_minus(digit, y))

@@ -66,11 +66,16 @@ def _prompts(n: int = 8, seed: int = 0) -> list[str]:
     return [ex.prompt for ex in make_splits(n, 0, seed=seed)[0]]
 
 
-def _eos_threshold(net, tok, eos, prompt: str, thinking: bool) -> float:
-    """The factor on ``eos`` (EOS's embedding) from which EOS's logit ties the best one at the first token."""
+def _ids(tok, prompt: str, thinking: bool) -> torch.Tensor:
+    """The prompt as the teacher is given it: the chat template, reasoning mode on or off."""
     text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True,
                                    enable_thinking=thinking)
-    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    return tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+
+def _eos_threshold(net, tok, eos, prompt: str, thinking: bool) -> float:
+    """The factor on ``eos`` (EOS's embedding) from which EOS's logit ties the best one at the first token."""
+    ids = _ids(tok, prompt, thinking)
     hidden = net.model(ids).last_hidden_state[0, -1]
     logits = net.lm_head(hidden)
     logits[tok.eos_token_id] = -float("inf")
@@ -78,9 +83,7 @@ def _eos_threshold(net, tok, eos, prompt: str, thinking: bool) -> float:
 
 
 def _greedy(net, tok, prompt: str, thinking: bool, n: int) -> list[int]:
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True,
-                                   enable_thinking=thinking)
-    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = _ids(tok, prompt, thinking)
     out = []
     for _ in range(n):
         out.append(net(ids).logits[0, -1].argmax().item())

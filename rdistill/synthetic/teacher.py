@@ -123,17 +123,17 @@ def _column_steps(a: int, b: int, op: str) -> list[str]:
     return steps
 
 
-def _arithmetic(rng: random.Random, d: Difficulty) -> tuple[list[int], list[str], int, list[str]]:
-    """Operands, operators and the result, kept non-negative at every step; plus the derivation."""
+def _arithmetic(rng: random.Random, d: Difficulty, derive: bool = True) -> tuple[list[int], list[str], int, list[str]]:
+    """Operands, operators and the result, kept non-negative at every step; plus the column-by-column
+    derivation (empty unless ``derive``: math-mc works only the units column)."""
     hi = 10**d.digits - 1
     values = [rng.randint(1, hi) for _ in range(d.operands)]
     ops, total, steps = [], values[0], []
     for v in values[1:]:
         op = "-" if total >= v and rng.random() < 0.5 else "+"
         new = total + v if op == "+" else total - v
-        steps.append(f"{total} {op} {v}:")
-        steps.extend(_column_steps(total, v, op))
-        steps.append(f"so {total} {op} {v} = {new}")
+        if derive:
+            steps += [f"{total} {op} {v}:", *_column_steps(total, v, op), f"so {total} {op} {v} = {new}"]
         ops.append(op)
         total = new
     return values, ops, total, steps
@@ -186,7 +186,7 @@ def _units_minus(x: int, y: int) -> str:
 
 
 def _math_mc(rng: random.Random, d: Difficulty) -> PairedExample:
-    values, ops, total, _ = _arithmetic(rng, d)
+    values, ops, total, _ = _arithmetic(rng, d, derive=False)
     expr = " ".join([str(values[0])] + [f"{o} {v}" for o, v in zip(ops, values[1:])])
     steps = _last_digit_steps(values, ops)
     wrong: set[int] = set()

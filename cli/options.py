@@ -89,6 +89,7 @@ SHARED_OPTIONS: tuple[Option, ...] = (
     _opt("data.eval_split"),
     _opt("data.system_prompt"),
     _opt("model.dtype"),
+    _opt("model.pretrain"),
     _opt("train.recompute"),
     _opt("train.save_every"),
     _opt("eval.max_new_tokens"),

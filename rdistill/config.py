@@ -104,9 +104,13 @@ class ModelConfig:
     """Local Hugging Face tokenizer folder. Default: the checkpoint's own, else the built-in one (for the synthetic data)."""
     dtype: Dtype = "auto"
     """Weights and activations: bf16/fp16 keep fp32 master weights and optimizer state (fp16 with a loss scaler). auto: bf16 for a checkpoint (fp16 on a GPU without bf16), fp32 for a preset on CPU, bf16 for a preset on a GPU."""
+    pretrain: float = 0.0
+    """Pretrain a preset student on a generic copying corpus to this many FLOPs before the arms (once, cached; not in any arm's budget; see rdistill.pretrain). 0: from scratch."""
 
     def __post_init__(self) -> None:
         _check_choices(self)
+        if not (self.pretrain >= 0 and math.isfinite(self.pretrain)):
+            raise ValueError(f"--pretrain must be 0 or a positive number of FLOPs, got {self.pretrain}")
 
 
 PAPER_BATCH = 32

@@ -5,6 +5,7 @@ Output folder (all JSON written atomically)::
     OUT/config.json              the full configuration
     OUT/data/eval.jsonl          the held-out set (released schema plus family and answer)
     OUT/results.json             rewritten after every arm; "status" says complete / interrupted / failed
+    OUT/pretrained.json          with --pretrain: the cached pretrained student the arms start from (rdistill.pretrain)
     OUT/<arm>/metrics.jsonl      one line per optimizer step
     OUT/<arm>/model/             the student: safetensors + config + tokenizer (from_pretrained loads it)
     OUT/<arm>/generations.jsonl  every held-out output with its score, lengths and FLOPs
@@ -43,6 +44,7 @@ from rdistill.evaluate import Generation, generate_answers, summarise
 from rdistill.flops.ledger import FlopLedger, ModelShape
 from rdistill.io import JsonlAppender, write_json_atomic, write_text_atomic
 from rdistill.model import (
+    PRESETS,
     KernelPlan,
     apply_recompute,
     build_student,
@@ -52,6 +54,7 @@ from rdistill.model import (
     resolve_kernels,
     student_skeleton,
 )
+from rdistill.pretrain import pretrained_student
 from rdistill.runfolder import keep_lines, previous_results
 from rdistill.results import (
     HEARTBEAT_SECONDS,
@@ -189,6 +192,9 @@ def prepare(cfg: RunConfig, message: Callable[[str], None] | None = None) -> Pre
     fingerprint = cfg.fingerprint()
     specs = curriculum.parse_arms(cfg.arms)
     check_student(cfg.model.name)
+    if cfg.model.pretrain and cfg.model.name not in PRESETS:
+        raise ValueError(f"--pretrain trains a preset student before the arms; {cfg.model.name} is a checkpoint, "
+                         "already pretrained: drop --pretrain")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     source = open_source(cfg.data, seed=cfg.data_seed)
@@ -250,8 +256,11 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
     # the main rank writes the run folder; the others write what they would into a scratch folder
     out = run_out if w.is_main else Path(tempfile.mkdtemp(prefix=f"rdistill-rank{w.rank}-"))
     hooks = hooks if w.is_main else _Quiet()
+    student, pretrained = pretrained_student(cfg, prep.tok, w, hooks.message) if cfg.model.pretrain else (None, None)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())
+    if pretrained:
+        write_json_atomic(out / "pretrained.json", pretrained)
     write_pairs(out / "data" / "eval.jsonl", source.held_out)
     results = RunResults(config=cfg, data=source.summary, environment=capture(),
                          started=previous.started if previous else time.strftime(TIME_FORMAT),
@@ -259,7 +268,7 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
     done = {a.name: a for a in previous.arms if a.status == "complete"} if previous else {}
     results.beat()
     results.write(out / "results.json")
-    arm_run = _ArmRunner(prep, results, out, hooks, w, resume=resume, run_out=run_out)
+    arm_run = _ArmRunner(prep, results, out, hooks, w, resume=resume, run_out=run_out, student=student)
     try:
         for spec in prep.specs:
             if spec.name in done:
@@ -286,8 +295,10 @@ class _ArmRunner:
     """Trains, saves and evaluates one arm after another into the run folder."""
 
     def __init__(self, prep: Prepared, results: RunResults, out: Path, hooks: RunHooks, w: distributed.World,
-                 *, resume: bool = False, run_out: Path | None = None) -> None:
+                 *, resume: bool = False, run_out: Path | None = None, student: Path | None = None) -> None:
         self.prep, self.results, self.out, self.hooks, self.device = prep, results, out, hooks, w.device
+        self.student = student
+        """The pretrained student's folder (--pretrain), else None: the preset from scratch."""
         self.world, self.run_out, self.resume = w, run_out or out, resume
         self.costs: tuple[float, float] | None = None
         self.kernels: KernelPlan | None = None
@@ -298,7 +309,7 @@ class _ArmRunner:
         weights that its mixed-precision policy gathers in the run's dtype."""
         cfg, w = self.prep.cfg, self.world
         dtype = dtype or (torch.float32 if w.sharded else self.dtype)
-        net = build_student(cfg.model.name, len(self.prep.tok), tokens=_token_ids(self.prep.tok), seed=cfg.seed,
+        net = build_student(str(self.student or cfg.model.name), len(self.prep.tok), tokens=_token_ids(self.prep.tok), seed=cfg.seed,
                             dtype=dtype).to(self.device)
         apply_recompute(net, cfg.train.recompute)
         # once per run: every arm's student is alike

@@ -36,7 +36,11 @@ setup(
     install_requires=[
         "torch>=2.6",
         "numpy>=1.26",
-        "transformers>=5.0,<6",
+        # 5.25 requires the `kernels` distribution and imports it with transformers.modeling_utils; this
+        # repository's top-level kernels/ folder (installed as rdistill.kernels) shadows it wherever the
+        # repository root is on sys.path (`python -m pytest` or `python -m rdistill` run from it), and every
+        # import of a model then fails. Below 5.25 until that folder no longer shadows it.
+        "transformers>=5.0,<5.25",
         "tokenizers>=0.21",
         "safetensors>=0.4",
         "datasets>=3.0",

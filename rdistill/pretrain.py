@@ -26,9 +26,9 @@ import random
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -58,7 +58,8 @@ def corpus_words(tok) -> list[str]:
         if token in tok.all_special_tokens:
             continue
         text = tok.convert_tokens_to_string([token]).strip()
-        if text.isalnum() and len(text) <= MAX_WORD_CHARS and not {tok.unk_token} & {*tok.tokenize(text), *tok.tokenize(" " + text)}:
+        known = tok.unk_token not in (*tok.tokenize(text), *tok.tokenize(" " + text))
+        if text.isalnum() and len(text) <= MAX_WORD_CHARS and known:
             words.add(text)
     if len(words) < 10:
         raise ValueError(f"the tokenizer's vocabulary has only {len(words)} whole alphanumeric words: too few for the "

@@ -309,8 +309,8 @@ class _ArmRunner:
         weights that its mixed-precision policy gathers in the run's dtype."""
         cfg, w = self.prep.cfg, self.world
         dtype = dtype or (torch.float32 if w.sharded else self.dtype)
-        net = build_student(str(self.student or cfg.model.name), len(self.prep.tok), tokens=_token_ids(self.prep.tok), seed=cfg.seed,
-                            dtype=dtype).to(self.device)
+        net = build_student(str(self.student or cfg.model.name), len(self.prep.tok), tokens=_token_ids(self.prep.tok),
+                            seed=cfg.seed, dtype=dtype).to(self.device)
         apply_recompute(net, cfg.train.recompute)
         # once per run: every arm's student is alike
         self.kernels = self.kernels or resolve_kernels(net, self.device, recompute=cfg.train.recompute, dtype=self.dtype)

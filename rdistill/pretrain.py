@@ -122,7 +122,7 @@ def pretrained_student(cfg: RunConfig, tok, w: distributed.World, say: Callable[
         distributed.barrier(w)
         start = time.time()
         try:
-            result = run(_pretrain_config(cfg, folder))
+            result = run(_pretrain_config(cfg, folder), _Progress(say))
             if w.is_main:
                 arm = result.arms[0]
                 record = {"key": key, "preset": cfg.model.name, "flops": arm.flops.exact, "budget": cfg.model.pretrain,
@@ -141,3 +141,18 @@ def pretrained_student(cfg: RunConfig, tok, w: distributed.World, say: Callable[
     say(f"{cfg.model.name} student pretrained to {record['flops']:.3g} FLOPs ({record['steps']} steps, final copying "
         f"loss {record['final_loss']:.4f}): {final}")
     return final, record
+
+
+class _Progress:
+    """The pretraining's hooks (rdistill.run.RunHooks): a line at each quarter of its budget, nothing else."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say, self.quarter = say, 1
+
+    def step(self, arm, rec, ledger) -> None:
+        if rec.budget_fraction >= self.quarter / 4:
+            self.say(f"pretraining: {100 * rec.budget_fraction:.0f}% of its budget, step {rec.step}, loss {rec.loss:.4f}")
+            self.quarter = int(rec.budget_fraction * 4) + 1
+
+    def __getattr__(self, name: str):  # arm_started, eval_*, arm_finished, message: nothing to show
+        return lambda *args, **kwargs: None

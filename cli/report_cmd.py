@@ -47,6 +47,9 @@ def report(
     bootstrap: Annotated[int, typer.Option(
         help="Bootstrap replicates behind every interval (items and seeds resampled, fits redone).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap's random draws (the same seed, the same report).")] = 0,
+    k_max: Annotated[float, typer.Option(
+        help="Bound on the fits' bend k: the paper's 1, or more to let a curve take off more steeply than the "
+             "paper's form allows (an S shape against log FLOPs; the report says which bound it used).")] = 1.0,
 ) -> None:
     """Write STUDY/report/report.md and its PNG plots: intervals, paired comparisons, fits (degenerate ones
     marked), compute-equivalent ratios and the break-even query volumes of serving."""
@@ -57,7 +60,7 @@ def report(
         volumes = parse_queries(queries) if queries is not None else None
         if bootstrap < 10:
             raise ValueError(f"--bootstrap must be at least 10, got {bootstrap}")
-        path = write_report(study, ceiling=ceilings, x=x, queries=volumes, bootstrap=bootstrap, seed=seed)
+        path = write_report(study, ceiling=ceilings, x=x, queries=volumes, bootstrap=bootstrap, seed=seed, k_max=k_max)
     except (StudyError, ValueError) as e:
         fail(e)
     console.print(f"report: {path}")

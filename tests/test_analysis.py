@@ -181,6 +181,38 @@ def test_degenerate_fits_are_flagged_with_the_reason():
     assert "a + b at the ceiling 60.0%" in degenerate_reasons(capped, DegeneracyRules(strict_bounds=True))
 
 
+def test_a_take_off_steeper_than_the_papers_form_needs_a_larger_bound_on_k():
+    """A small student's S-shaped take-off (k = 2.5: 10% -> 90% of its rise within 3.4x the FLOPs) pins
+    k at the paper's bound 1; with --k-max 5 the fit finds it, and its FLOPs-for-accuracy is the truth's."""
+    x = np.geomspace(1e12, 1e13, 6)
+    g = math.log(2) / (4e12) ** 2.5  # half-way up at 4e12 FLOPs
+    wobble = np.array([0.004, -0.006, 0.005, -0.004, 0.006, -0.005])
+    y = _curve(x, a=0.1, b=0.6, g=g, k=2.5) + wobble
+    paper = fit_saturating(x, y, 1.0)
+    assert paper.k_max == 1.0 and "k = 1.000 at its bound 1" in degenerate_reasons(paper)
+    wide = fit_saturating(x, y, 1.0, k_max=5.0)
+    assert wide.k_max == 5.0 and degenerate_reasons(wide) == ()
+    assert wide.k == pytest.approx(2.5, abs=0.3) and wide.mae < paper.mae / 3
+    assert wide.flops_for(0.4) == pytest.approx(4e12, rel=0.05)
+    # the bound holds and binds: a step between two budgets pins k at 5, said as such
+    step = fit_saturating(x, np.where(x > 3e12, 0.7, 0.1) + wobble, 1.0, k_max=5.0)
+    assert step.k <= 5.0 and "k = 5.000 at its bound 5" in degenerate_reasons(step)
+    for bad in (0.5, math.inf, math.nan):
+        with pytest.raises(ValueError, match="bound on k must be a finite number of at least 1"):
+            fit_saturating(x, y, 1.0, k_max=bad)
+    # the report says which fits the paper's bound pins, and how to fit them; not once the bound is raised
+    from rdistill.analysis.fits import FitResult
+    from rdistill.analysis.sections import section_fits
+
+    def fits_section(fit, k_max):
+        return "\n".join(section_fits([FitResult("ift-tiny", "ift", "tiny", "", "overall", 6, fit, None, x[0], x[-1],
+                                                  degenerate_reasons(fit))], {"overall": 1.0}, k_max=k_max))
+
+    pinned = fits_section(paper, 1.0)
+    assert "1 have k at the paper's bound 1" in pinned and "`rdistill report --k-max 5`" in pinned
+    assert "paper's bound 1:" not in fits_section(wide, 5.0) and "0 < k <= 5 (enforced" in fits_section(wide, 5.0)
+
+
 def test_interpolated_flops_ratio_known_answer():
     ift = [_point(1e12, 0.1, arm="ift"), _point(1e13, 0.3, arm="ift")]
     rea = [_point(1e13, 0.1, arm="reasoning", source="r1"), _point(1e14, 0.3, arm="reasoning", source="r2")]

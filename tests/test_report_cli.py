@@ -27,9 +27,11 @@ def small_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_command_options(small_study: Path):
     res = runner.invoke(app, ["report", str(small_study), "--x", "paper", "--ceiling", "general-mc=0.95,math-oe=0.9",
-                              "--queries", "1e6", "--bootstrap", "50", "--seed", "3"])
+                              "--queries", "1e6", "--bootstrap", "50", "--seed", "3", "--k-max", "4"])
     assert res.exit_code == 0, res.output
     text = (small_study / "report" / "report.md").read_text()
+    assert "0 < k <= 4 (enforced by construction; the paper bounds k by 1, this report by 4 (`--k-max`)" in text
+    assert "(k >= 3.96 or <= 0.01" in text
     assert "Training FLOPs axis: the paper's formula (`--x paper`)" in text
     assert "training FLOPs (paper)" in text
     # 50 general-mc and 50 math-oe items per run: overall's ceiling is their mean
@@ -50,6 +52,7 @@ def test_report_command_options(small_study: Path):
     (["--ceiling", "math-oe=0.9"], "no ceiling"),
     (["--queries", "many"], "not a number of queries"),
     (["--bootstrap", "3"], "at least 10"),
+    (["--k-max", "0.5"], "bound on k must be a finite number of at least 1 (the paper's), got 0.5"),
 ])
 def test_report_command_refuses_bad_options_clearly(small_study: Path, args, message):
     res = runner.invoke(app, ["report", str(small_study), *args])

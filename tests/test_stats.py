@@ -172,6 +172,16 @@ def test_refits_start_from_and_reproduce_the_fit():
     assert r.flops_for(0.99)[0] == math.inf and r.flops_for(0.0)[0] == 0.0
 
 
+def test_refits_keep_the_fits_bound_on_k():
+    x = np.geomspace(1e12, 1e13, 6)
+    y = _curve(x, half=4e12, k=2.5) + np.array([0.004, -0.006, 0.005, -0.004, 0.006, -0.005])
+    fit = fit_saturating(x, y, 1.0, k_max=5.0)
+    assert fit.k > 2.0
+    r = refit_many(fit, x, np.stack([y, np.where(x > 3e12, 0.7, 0.1)]))
+    assert r.k[0] == pytest.approx(fit.k, abs=1e-3) and r.a[0] == pytest.approx(fit.a, abs=1e-4)  # above 1, as the fit
+    assert np.all(r.k <= 5.0) and r.k[1] > 4.5  # a step pushes k to the bound, never past it
+
+
 def _linear_series(arm: str, xs, ys, inference: float, model: str = "tiny"):
     return [_point(arm, x, acc=y, n=400, inference=inference, model=model) for x, y in zip(xs, ys)]
 

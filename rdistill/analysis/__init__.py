@@ -16,7 +16,8 @@ What the report answers is the paper's question at equal compute, with its uncer
 - Pareto frontiers of accuracy against training FLOPs and against inference FLOPs per query (minimise
   FLOPs, maximise accuracy), overall and per task family (:mod:`.pareto`);
 - the paper's saturating fit ``f(x) = a + b (1 - exp(-g x^k))`` with ``a, b > 0``, ``a + b <= ceiling``
-  (the teacher's accuracy, one per family if known), ``g > 0``, ``0 < k <= 1``, minimising mean absolute
+  (the teacher's accuracy, one per family if known), ``g > 0``, ``0 < k <= 1`` (or a larger
+  bound on k, said in the report, for curves that take off more steeply), minimising mean absolute
   error (:mod:`.fit`), per student and arm when it has enough budgets, and per arm pooled over student
   sizes, as the paper pools sizes (:mod:`.fits`); a fit with a shape parameter (k, g) at a bound, a
   rise b below a threshold, no more points or FLOP levels than parameters, or a MAE of about 0 is

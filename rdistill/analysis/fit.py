@@ -1,7 +1,9 @@
 """The paper's saturating fit of accuracy against FLOPs: ``f(x) = a + b (1 - exp(-g x^k))``.
 
 Constraints ``a > 0``, ``b > 0``, ``a + b <= ceiling`` (the teacher's accuracy), ``g > 0`` and
-``0 < k <= 1`` hold by construction: the optimiser works on unconstrained parameters that
+``0 < k <= k_max`` hold by construction (``k_max`` is 1 in the paper's form; above 1 the curve may take off
+more steeply than any exponential saturation, as a small student does when it learns a task in one
+go): the optimiser works on unconstrained parameters that
 :func:`_unpack` maps into the feasible set. The loss is the mean absolute error, which has no gradient
 at its minimum, so the search is derivative-free: scipy's Nelder-Mead simplex, started from the best
 shapes of a fixed grid (:func:`_starts`) and restarted from its own optimum until it stops improving.
@@ -26,7 +28,9 @@ N_PARAMETERS = 4
 _CLIP_UNIT = 30.0
 _CLIP_RATE = (-60.0, 40.0)
 _STEP = np.array([0.5, 0.5, 1.0, 0.5])
-"""Initial simplex edge per unconstrained parameter (logit of a + b, logit of a's share, log g, logit k)."""
+"""Initial simplex edge per unconstrained parameter (logit of a + b, logit of a's share, log g, logit of k / k_max)."""
+PAPER_K_MAX = 1.0
+"""The paper's bound on k."""
 _STARTS = 4
 _RESTARTS = 4
 
@@ -36,11 +40,13 @@ class Fit:
     """``f(x) = a + b (1 - exp(-g x^k))`` fitted to accuracy against FLOPs.
 
     ``a`` is the accuracy the curve starts from, ``a + b`` the accuracy it saturates at (at most
-    ``ceiling``), ``k`` how gradually it bends. The fit is done on ``x / x_ref`` (``x_ref`` the smallest
-    FLOP count fitted) so that the optimiser sees numbers near 1; ``g_scaled`` is the rate in that unit
-    and ``g = g_scaled * x_ref ** -k`` the rate for x in FLOPs. ``mae`` is the mean absolute error of
-    the fit on its ``n`` points, in the same unit as accuracy; ``levels`` is how many distinct FLOP levels
-    those points are at (replicates and students trained to one budget share a level).
+    ``ceiling``), ``k`` how gradually it bends (at most ``k_max``: the lower, the more gradual; above 1
+    the curve is S-shaped in log FLOPs, steeper than the paper's form allows). The fit is done on
+    ``x / x_ref`` (``x_ref`` the smallest FLOP count fitted) so that the optimiser sees numbers near 1;
+    ``g_scaled`` is the rate in that unit and ``g = g_scaled * x_ref ** -k`` the rate for x in FLOPs.
+    ``mae`` is the mean absolute error of the fit on its ``n`` points, in the same unit as accuracy;
+    ``levels`` is how many distinct FLOP levels those points are at (replicates and students trained to
+    one budget share a level).
     """
 
     a: float
@@ -53,6 +59,7 @@ class Fit:
     x_ref: float = 1.0
     g_scaled: float = 0.0
     levels: int = 0
+    k_max: float = PAPER_K_MAX
 
     def predict(self, x: float | Sequence[float] | np.ndarray) -> np.ndarray:
         """Fitted accuracy at ``x`` FLOPs."""
@@ -82,11 +89,18 @@ def fit_problem(x: Sequence[float], y: Sequence[float], *, min_points: int = MIN
     return None
 
 
-def _unpack(theta: np.ndarray, ceiling: float) -> tuple[float, float, float, float]:
+def check_k_max(k_max: float) -> None:
+    """The bound on k is the paper's 1 or more (finite)."""
+    if not (math.isfinite(k_max) and k_max >= PAPER_K_MAX):
+        raise ValueError(f"the bound on k must be a finite number of at least {PAPER_K_MAX:g} (the paper's), "
+                         f"got {k_max}")
+
+
+def _unpack(theta: np.ndarray, ceiling: float, k_max: float) -> tuple[float, float, float, float]:
     """Unconstrained parameters to (a, b, g_scaled, k), satisfying every constraint by construction.
 
     s = ceiling * sigmoid(p) is a + b, so 0 < a + b < ceiling; a = s * sigmoid(q) and b = s * sigmoid(-q)
-    are both positive; g_scaled = exp(r) > 0; k = sigmoid(w) in (0, 1). The unconstrained values are
+    are both positive; g_scaled = exp(r) > 0; k = k_max * sigmoid(w) in (0, k_max). The unconstrained values are
     clipped to a range where no sigmoid rounds to exactly 0 or 1, so the constraints hold in floating
     point too.
     """
@@ -94,19 +108,22 @@ def _unpack(theta: np.ndarray, ceiling: float) -> tuple[float, float, float, flo
     p, q, w = (min(max(v, -_CLIP_UNIT), _CLIP_UNIT) for v in (p, q, w))
     r = min(max(r, _CLIP_RATE[0]), _CLIP_RATE[1])
     s = ceiling * float(expit(p))
-    return s * float(expit(q)), s * float(expit(-q)), math.exp(r), float(expit(w))
+    return s * float(expit(q)), s * float(expit(-q)), math.exp(r), k_max * float(expit(w))
 
 
-def _starts(logx: np.ndarray, y: np.ndarray, ceiling: float, count: int) -> list[np.ndarray]:
+def _starts(logx: np.ndarray, y: np.ndarray, ceiling: float, count: int, k_max: float) -> list[np.ndarray]:
     """The ``count`` best points of a deterministic grid over the curve's shape, as unconstrained starts.
 
-    The grid spans the bend k (0.1 to 0.95) and the FLOPs at which the curve is half-way up (from a
-    little below to a little above the fitted range, which sets g). For each shape, a and b are the
+    The grid spans the bend k (0.1 to 0.95, and geometrically on to 0.95 k_max when k_max is above 1)
+    and the FLOPs at which the curve is half-way up (from a little below to a little above the fitted
+    range, which sets g). For each shape, a and b are the
     least-squares line of y on 1 - exp(-g x^k), pulled strictly inside the constraints; the shapes are
     ranked by mean absolute error, all in one vectorised pass.
     """
     span = max(float(logx.max()), 1e-9)
     ks = np.linspace(0.1, 0.95, 10)
+    if k_max > PAPER_K_MAX:
+        ks = np.concatenate([ks, np.geomspace(PAPER_K_MAX, 0.95 * k_max, 8)])
     half = np.linspace(-0.25, 1.25, 16) * span
     kk, hh = (m.ravel() for m in np.meshgrid(ks, half, indexing="ij"))
     gs = math.log(2.0) * np.exp(-kk * hh)
@@ -121,7 +138,8 @@ def _starts(logx: np.ndarray, y: np.ndarray, ceiling: float, count: int) -> list
     a, b, total = a * shrink, b * shrink, total * shrink
     mae = np.abs(y[None, :] - (a[:, None] + b[:, None] * phi)).mean(axis=1)
     best = np.argsort(mae, kind="stable")[:count]
-    return [np.array([logit(total[i] / ceiling), logit(a[i] / total[i]), math.log(gs[i]), logit(kk[i])]) for i in best]
+    return [np.array([logit(total[i] / ceiling), logit(a[i] / total[i]), math.log(gs[i]), logit(kk[i] / k_max)])
+            for i in best]
 
 
 def _simplex_search(
@@ -135,11 +153,12 @@ def _simplex_search(
 
 
 def fit_saturating(
-    x: Sequence[float], y: Sequence[float], ceiling: float = 1.0, *, min_points: int = MIN_FIT_POINTS
+    x: Sequence[float], y: Sequence[float], ceiling: float = 1.0, *, min_points: int = MIN_FIT_POINTS,
+    k_max: float = PAPER_K_MAX,
 ) -> Fit | None:
     """The paper's fit of accuracy ``y`` against FLOPs ``x``, minimising mean absolute error.
 
-    Constraints a > 0, b > 0, a + b <= ceiling, g > 0, 0 < k <= 1 hold by construction (see
+    Constraints a > 0, b > 0, a + b <= ceiling, g > 0, 0 < k <= k_max (1, the paper's) hold by construction (see
     :func:`_unpack`), whatever the data: decreasing, flat or above the ceiling. x is divided by its
     smallest value before fitting (see :class:`Fit` for how g relates back to FLOPs). Optimisation: the
     four best shapes of a fixed grid (:func:`_starts`) each start a Nelder-Mead search
@@ -157,6 +176,7 @@ def fit_saturating(
         raise ValueError("accuracies must be finite")
     if not (math.isfinite(ceiling) and ceiling > 0):
         raise ValueError(f"ceiling must be a positive number, got {ceiling}")
+    check_k_max(k_max)
     if fit_problem(list(xa), list(ya), min_points=min_points) is not None:
         return None
     x_ref = float(xa.min())
@@ -164,12 +184,12 @@ def fit_saturating(
     n = len(xa)
 
     def loss(theta: np.ndarray) -> float:
-        a, b, gs, k = _unpack(theta, ceiling)
+        a, b, gs, k = _unpack(theta, ceiling, k_max)
         pred = a - b * np.expm1(-gs * np.exp(k * logx))
         return float(np.abs(ya - pred).sum()) / n
 
     best_theta, best_val = None, math.inf
-    for start in _starts(logx, ya, ceiling, count=_STARTS):
+    for start in _starts(logx, ya, ceiling, count=_STARTS, k_max=k_max):
         theta, val = _simplex_search(loss, start, _STEP, max_iter=600)
         for _ in range(_RESTARTS):
             again, val2 = _simplex_search(loss, theta, _STEP * 0.2, max_iter=400)
@@ -180,9 +200,9 @@ def fit_saturating(
                 break
         if val < best_val:
             best_theta, best_val = theta, val
-    a, b, gs, k = _unpack(best_theta, ceiling)
+    a, b, gs, k = _unpack(best_theta, ceiling, k_max)
     return Fit(a=a, b=b, g=gs * x_ref ** (-k), k=k, mae=best_val, n=n, ceiling=ceiling, x_ref=x_ref, g_scaled=gs,
-               levels=len(set(flop_levels(list(xa)).values())))
+               levels=len(set(flop_levels(list(xa)).values())), k_max=k_max)
 
 
 @dataclass(frozen=True)
@@ -192,7 +212,7 @@ class DegeneracyRules:
     min_rise: float = 0.02
     """b (the rise from a to the plateau) below this is a flat line: no FLOPs-for-accuracy to read off."""
     k_max: float = 0.99
-    """k at or above this sits at its bound 1."""
+    """k at or above this share of its bound (the fit's k_max, the paper's 1 by default) sits at that bound."""
     k_min: float = 0.01
     """k at or below this sits at its bound 0."""
     bound_tol: float = 1e-3
@@ -222,8 +242,8 @@ def degenerate_reasons(fit: Fit, rules: DegeneracyRules = DEFAULT_RULES) -> tupl
         out.append(f"{fit.n} points for {N_PARAMETERS} parameters")
     elif 0 < fit.levels <= N_PARAMETERS:
         out.append(f"{fit.levels} FLOP levels ({fit.n} points) for {N_PARAMETERS} parameters")
-    if fit.k >= rules.k_max:
-        out.append(f"k = {fit.k:.3f} at its bound 1")
+    if fit.k >= rules.k_max * fit.k_max:
+        out.append(f"k = {fit.k:.3f} at its bound {fit.k_max:g}")
     if fit.k <= rules.k_min:
         out.append(f"k = {fit.k:.3g} at its bound 0")
     if fit.b < rules.min_rise:
@@ -251,13 +271,15 @@ def unconstrained(fit: Fit) -> np.ndarray:
     """The optimiser's parameters of a fit (the inverse of :func:`_unpack`, within its clipping)."""
     s = fit.a + fit.b
     theta = [logit(min(max(s / fit.ceiling, 1e-13), 1 - 1e-13)), logit(min(max(fit.a / s, 1e-13), 1 - 1e-13)),
-             math.log(fit.g_scaled), logit(min(max(fit.k, 1e-13), 1 - 1e-13))]
+             math.log(fit.g_scaled), logit(min(max(fit.k / fit.k_max, 1e-13), 1 - 1e-13))]
     return np.array(theta, dtype=float)
 
 
-def unpack_many(theta: np.ndarray, ceiling: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def unpack_many(
+    theta: np.ndarray, ceiling: float, k_max: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_unpack` on rows of unconstrained parameters: arrays a, b, g_scaled, k."""
     p, q, w = (np.clip(theta[:, i], -_CLIP_UNIT, _CLIP_UNIT) for i in (0, 1, 3))
     r = np.clip(theta[:, 2], *_CLIP_RATE)
     s = ceiling * expit(p)
-    return s * expit(q), s * expit(-q), np.exp(r), expit(w)
+    return s * expit(q), s * expit(-q), np.exp(r), k_max * expit(w)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from rdistill.analysis.fit import (
     DEFAULT_RULES,
+    PAPER_K_MAX,
     DegeneracyRules,
     Fit,
     bound_notes,
@@ -115,13 +116,13 @@ def resolve_ceilings(
 
 def _fit_one(
     label: str, arm: str, model: str | None, variant: str, metric: str, pts: list[Point], ceiling: float,
-    rules: DegeneracyRules,
+    rules: DegeneracyRules, k_max: float,
 ) -> FitResult:
     usable = [p for p in pts if p.metric(metric) is not None]
     xs = [p.train_flops for p in usable]
     ys = [p.metric(metric) for p in usable]
     reason = fit_problem(xs, ys)
-    fit = fit_saturating(xs, ys, ceiling) if reason is None else None
+    fit = fit_saturating(xs, ys, ceiling, k_max=k_max) if reason is None else None
     return FitResult(label, arm, model, variant, metric, len(usable), fit, reason,
                      min(xs) if xs else None, max(xs) if xs else None,
                      degenerate_reasons(fit, rules) if fit is not None else (), tuple(usable),
@@ -130,14 +131,15 @@ def _fit_one(
 
 def fit_study(
     points: Sequence[Point], metrics: Sequence[str], ceiling: float | Mapping[str, float] = 1.0,
-    *, rules: DegeneracyRules = DEFAULT_RULES,
+    *, rules: DegeneracyRules = DEFAULT_RULES, k_max: float = PAPER_K_MAX,
 ) -> list[FitResult]:
     """Fits of accuracy against training FLOPs for every metric: per series, then per arm pooled over sizes.
 
     A series (one student, one arm) is fitted across its budgets; an arm pooled over sizes is fitted on
     every point of that arm, as the paper fits each format across its five student sizes. ``ceiling``
     is the teacher's accuracy: one number, or one per metric (:func:`resolve_ceilings`; ValueError if a
-    metric has none). Every fit is checked against ``rules`` for degeneracy.
+    metric has none). Every fit is checked against ``rules`` for degeneracy. ``k_max`` bounds the bend k
+    (the paper's 1 by default; see :func:`rdistill.analysis.fit.fit_saturating`).
     """
     ceilings = resolve_ceilings(ceiling, metrics, points)
     out: list[FitResult] = []
@@ -146,8 +148,8 @@ def fit_study(
     for metric in metrics:
         c = ceilings[metric]
         for (model, arm, variant), pts in groups.items():
-            out.append(_fit_one(pts[0].label, arm, model, variant, metric, pts, c, rules))
+            out.append(_fit_one(pts[0].label, arm, model, variant, metric, pts, c, rules, k_max))
         for arm in arms:
             pts = [p for p in points if p.arm == arm]
-            out.append(_fit_one(f"{arm} (all sizes)", arm, None, "", metric, pts, c, rules))
+            out.append(_fit_one(f"{arm} (all sizes)", arm, None, "", metric, pts, c, rules, k_max))
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rdistill import __version__
 from rdistill.analysis._format import flops_text
-from rdistill.analysis.fit import DEFAULT_RULES, DegeneracyRules
+from rdistill.analysis.fit import DEFAULT_RULES, PAPER_K_MAX, DegeneracyRules, check_k_max
 from rdistill.analysis.fits import fit_study, resolve_ceilings
 from rdistill.analysis.plots import AXES, PLOT_PREFIX, TOTAL_COST, plot_study
 from rdistill.analysis.points import OVERALL, REPORT_DIR, Study, scan
@@ -121,7 +121,7 @@ def _section_serving(
 def write_report(
     study_dir: str | Path, *, ceiling: float | Mapping[str, float] = 1.0, x: str = "exact",
     queries: Sequence[float] | None = None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = DEFAULT_SEED,
-    rules: DegeneracyRules = DEFAULT_RULES,
+    rules: DegeneracyRules = DEFAULT_RULES, k_max: float = PAPER_K_MAX,
 ) -> Path:
     """Collect the study, fit, compare, plot, and write ``STUDY_DIR/report/report.md``; returns its path.
 
@@ -129,9 +129,11 @@ def write_report(
     (:func:`rdistill.analysis.fits.resolve_ceilings`). ``x`` is the training-FLOP count of the x-axis
     (exact, paper, 6nd, executed). ``queries`` are the serving volumes the total-cost frontier and plot
     are drawn for (default 1e3, 1e6, 1e9). ``bootstrap`` replicates with RNG seed ``seed`` give every
-    interval, so a report is reproducible. ``rules`` say when a fit is degenerate. The PNGs go beside
+    interval, so a report is reproducible. ``rules`` say when a fit is degenerate; ``k_max`` bounds the
+    fits' bend k (the paper's 1; more lets a curve take off more steeply, and the report says so). The PNGs go beside
     report.md and are linked relatively. Every file is written atomically; stale plots are removed.
     """
+    check_k_max(k_max)
     study = scan(study_dir, x=x)
     out = study.root / REPORT_DIR
     metrics = study.metrics if (study.points or study.checkpoints) else [OVERALL]
@@ -139,7 +141,7 @@ def write_report(
     qs = sorted({float(q) for q in (queries if queries else DEFAULT_QUERIES)})
     if any(not q >= 0 for q in qs):
         raise ValueError(f"query volumes must be 0 or more, got {qs}")
-    fits = fit_study(study.points, metrics, ceilings, rules=rules)
+    fits = fit_study(study.points, metrics, ceilings, rules=rules, k_max=k_max)
     rs = Resampler(study.points, n=bootstrap, seed=seed)
     plots = plot_study(study.points, metrics, fits, out, queries=qs, checkpoints=study.checkpoints)
     lines = [f"# Study report: {study.root.name}", "",
@@ -160,7 +162,7 @@ def write_report(
         replicates = section_replicates(study, metrics, rs)
         lines += replicates + ([""] if replicates else [])
         lines += section_pareto(study, metrics) + [""]
-        lines += section_fits(fits, ceilings, rules) + [""]
+        lines += section_fits(fits, ceilings, rules, k_max) + [""]
         lines += _section_statements(study, budget, equal, metrics, rs)
         lines += _section_serving(study, metrics, qs, at_accuracy, at_budget)
         lines += section_lengths(study) + [""]

@@ -41,7 +41,8 @@ class Refits:
         out[frac <= 0] = 0.0
         inside = (frac > 0) & (frac < 1)
         t = -np.log1p(-frac[inside])
-        out[inside] = self.x_ref * (t / self.g_scaled[inside]) ** (1.0 / self.k[inside])
+        with np.errstate(over="ignore"):  # a replicate that gets there only beyond any float: inf, as never
+            out[inside] = self.x_ref * (t / self.g_scaled[inside]) ** (1.0 / self.k[inside])
         return out
 
 
@@ -110,13 +111,13 @@ def refit_many(fit: Fit, x: np.ndarray, ys: np.ndarray) -> Refits:
     ceiling = fit.ceiling
 
     def loss(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        a, b, gs, k = unpack_many(theta, ceiling)
+        a, b, gs, k = unpack_many(theta, ceiling, fit.k_max)
         pred = a[:, None] - b[:, None] * np.expm1(-gs[:, None] * np.exp(k[:, None] * logx[None, :]))
         return np.abs(ya[rows] - pred).mean(axis=1)
 
     start = np.repeat(unconstrained(fit)[None, :], ya.shape[0], axis=0)
     theta, _ = _batch_nelder_mead(loss, start, _STEP, _ITERATIONS)
     theta, mae = _batch_nelder_mead(loss, theta, _STEP * 0.2, _RESTART_ITERATIONS)
-    a, b, gs, k = unpack_many(theta, ceiling)
+    a, b, gs, k = unpack_many(theta, ceiling, fit.k_max)
     nan = np.where(bad, math.nan, 1.0)
     return Refits(a * nan, b * nan, gs * nan, k * nan, mae * nan, fit.x_ref)

@@ -10,7 +10,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from rdistill.analysis._format import flops_text, pct
-from rdistill.analysis.fit import DEFAULT_RULES, MIN_FIT_DISTINCT_X, MIN_FIT_POINTS, N_PARAMETERS, DegeneracyRules
+from rdistill.analysis.fit import (
+    DEFAULT_RULES,
+    MIN_FIT_DISTINCT_X,
+    MIN_FIT_POINTS,
+    N_PARAMETERS,
+    PAPER_K_MAX,
+    DegeneracyRules,
+)
 from rdistill.analysis.fits import FitResult
 from rdistill.analysis.pareto import EQUAL_FLOPS_RTOL, pareto_front
 from rdistill.analysis.plots import AXES
@@ -181,13 +188,20 @@ def section_pareto(study: Study, metrics: Sequence[str]) -> list[str]:
     return lines
 
 
-def section_fits(fits: Sequence[FitResult], ceilings: Mapping[str, float], rules: DegeneracyRules = DEFAULT_RULES) -> list[str]:
+def section_fits(
+    fits: Sequence[FitResult], ceilings: Mapping[str, float], rules: DegeneracyRules = DEFAULT_RULES,
+    k_max: float = PAPER_K_MAX,
+) -> list[str]:
     values = set(ceilings.values())
     ceil_text = (f"{pct(next(iter(values)))} for every metric" if len(values) == 1
                  else ", ".join(f"{m} {pct(c)}" for m, c in ceilings.items()))
     lines = ["## Saturating fits", "",
              "f(x) = a + b (1 - exp(-g x^k)) of accuracy against training FLOPs x, minimising mean absolute "
-             "error, with a > 0, b > 0, a + b <= ceiling, g > 0, 0 < k <= 1 (enforced by construction). "
+             f"error, with a > 0, b > 0, a + b <= ceiling, g > 0, 0 < k <= {k_max:g} (enforced by construction"
+             + (")" if k_max == PAPER_K_MAX else
+                f"; the paper bounds k by {PAPER_K_MAX:g}, this report by {k_max:g} (`--k-max`): with k above 1 a "
+                "curve can take off in an S shape against log FLOPs, more steeply than the paper's form allows, "
+                "as a small student does when it learns a task in one go)") + ". "
              f"Ceiling (teacher accuracy): {ceil_text}. x is divided by x_ref (the smallest fitted FLOPs) for "
              "the optimiser; g below is per FLOP^k, i.e. g = g_scaled x_ref^-k. Fits need at least "
              f"{MIN_FIT_POINTS} points at {MIN_FIT_DISTINCT_X} or more FLOP levels (more than "
@@ -195,8 +209,8 @@ def section_fits(fits: Sequence[FitResult], ceilings: Mapping[str, float], rules
              "five sizes.", "",
              f"A fit is **degenerate** when it has no more points, or distinct FLOP levels, than its {N_PARAMETERS} "
              "parameters, when a shape "
-             f"parameter sits at a bound of its range (k >= {rules.k_max:g} or <= {rules.k_min:g}, or g at the end "
-             "of the optimiser's range"
+             f"parameter sits at a bound of its range (k >= {rules.k_max * k_max:g} or <= {rules.k_min:g}, or g at the "
+             "end of the optimiser's range"
              + ("; a or a + b within " + f"{rules.bound_tol:.1%} of the ceiling of 0 or of the ceiling"
                 if rules.strict_bounds else "") +
              f"), when its rise b is below {100 * rules.min_rise:g} points (a flat line), or when its MAE is below "
@@ -214,6 +228,11 @@ def section_fits(fits: Sequence[FitResult], ceilings: Mapping[str, float], rules
             for f in done]))
         bad = sum(1 for f in done if f.degenerate)
         lines += ["", f"{len(done)} fits, {bad} of them degenerate."]
+        pinned = sum(1 for f in done if f.fit.k >= rules.k_max * f.fit.k_max)
+        if pinned and k_max == PAPER_K_MAX:
+            lines[-1] += (f" {pinned} have k at the paper's bound 1: their curves rise more steeply than its form "
+                          "allows (10% to 90% of the rise within less than a 22-fold range of FLOPs); "
+                          "`rdistill report --k-max 5` fits them with a larger bound and says so.")
     else:
         lines.append("No curve had enough points for a fit.")
     missing: dict[str, list[str]] = defaultdict(list)

@@ -1,10 +1,9 @@
 """The paper's saturating fit of accuracy against FLOPs: ``f(x) = a + b (1 - exp(-g x^k))``.
 
 Constraints ``a > 0``, ``b > 0``, ``a + b <= ceiling`` (the teacher's accuracy), ``g > 0`` and
-``0 < k <= k_max`` hold by construction (``k_max`` is 1 in the paper's form; above 1 the curve may take off
-more steeply than any exponential saturation, as a small student does when it learns a task in one
-go): the optimiser works on unconstrained parameters that
-:func:`_unpack` maps into the feasible set. The loss is the mean absolute error, which has no gradient
+``0 < k <= k_max`` hold by construction (``k_max`` is 1 in the paper's form; above 1 the curve may take
+off more steeply than any exponential saturation, as a small student does when it learns a task in one
+go): the optimiser works on unconstrained parameters that :func:`_unpack` maps into the feasible set. The loss is the mean absolute error, which has no gradient
 at its minimum, so the search is derivative-free: scipy's Nelder-Mead simplex, started from the best
 shapes of a fixed grid (:func:`_starts`) and restarted from its own optimum until it stops improving.
 Nothing is random, so a fit is reproducible to the bit.
@@ -100,8 +99,8 @@ def _unpack(theta: np.ndarray, ceiling: float, k_max: float) -> tuple[float, flo
     """Unconstrained parameters to (a, b, g_scaled, k), satisfying every constraint by construction.
 
     s = ceiling * sigmoid(p) is a + b, so 0 < a + b < ceiling; a = s * sigmoid(q) and b = s * sigmoid(-q)
-    are both positive; g_scaled = exp(r) > 0; k = k_max * sigmoid(w) in (0, k_max). The unconstrained values are
-    clipped to a range where no sigmoid rounds to exactly 0 or 1, so the constraints hold in floating
+    are both positive; g_scaled = exp(r) > 0; k = k_max * sigmoid(w) in (0, k_max). The unconstrained
+    values are clipped to a range where no sigmoid rounds to exactly 0 or 1, so the constraints hold in floating
     point too.
     """
     p, q, r, w = (float(v) for v in theta)
@@ -116,9 +115,9 @@ def _starts(logx: np.ndarray, y: np.ndarray, ceiling: float, count: int, k_max: 
 
     The grid spans the bend k (0.1 to 0.95, and geometrically on to 0.95 k_max when k_max is above 1)
     and the FLOPs at which the curve is half-way up (from a little below to a little above the fitted
-    range, which sets g). For each shape, a and b are the
-    least-squares line of y on 1 - exp(-g x^k), pulled strictly inside the constraints; the shapes are
-    ranked by mean absolute error, all in one vectorised pass.
+    range, which sets g). For each shape, a and b are the least-squares line of y on 1 - exp(-g x^k),
+    pulled strictly inside the constraints; the shapes are ranked by mean absolute error, all in one
+    vectorised pass.
     """
     span = max(float(logx.max()), 1e-9)
     ks = np.linspace(0.1, 0.95, 10)
@@ -158,8 +157,8 @@ def fit_saturating(
 ) -> Fit | None:
     """The paper's fit of accuracy ``y`` against FLOPs ``x``, minimising mean absolute error.
 
-    Constraints a > 0, b > 0, a + b <= ceiling, g > 0, 0 < k <= k_max (1, the paper's) hold by construction (see
-    :func:`_unpack`), whatever the data: decreasing, flat or above the ceiling. x is divided by its
+    Constraints a > 0, b > 0, a + b <= ceiling, g > 0, 0 < k <= k_max (1, the paper's) hold by
+    construction (see :func:`_unpack`), whatever the data: decreasing, flat or above the ceiling. x is divided by its
     smallest value before fitting (see :class:`Fit` for how g relates back to FLOPs). Optimisation: the
     four best shapes of a fixed grid (:func:`_starts`) each start a Nelder-Mead search
     (``scipy.optimize.minimize``), restarted from its own optimum with a smaller simplex until it stops
@@ -228,6 +227,11 @@ class DegeneracyRules:
 DEFAULT_RULES = DegeneracyRules()
 
 
+def k_at_bound(fit: Fit, rules: DegeneracyRules = DEFAULT_RULES) -> bool:
+    """k pushed against its upper bound: the curve rises as steeply as the bound allows, or more."""
+    return fit.k >= rules.k_max * fit.k_max
+
+
 def degenerate_reasons(fit: Fit, rules: DegeneracyRules = DEFAULT_RULES) -> tuple[str, ...]:
     """Why a fit cannot support a compute-equivalent statement; empty when it can.
 
@@ -242,7 +246,7 @@ def degenerate_reasons(fit: Fit, rules: DegeneracyRules = DEFAULT_RULES) -> tupl
         out.append(f"{fit.n} points for {N_PARAMETERS} parameters")
     elif 0 < fit.levels <= N_PARAMETERS:
         out.append(f"{fit.levels} FLOP levels ({fit.n} points) for {N_PARAMETERS} parameters")
-    if fit.k >= rules.k_max * fit.k_max:
+    if k_at_bound(fit, rules):
         out.append(f"k = {fit.k:.3f} at its bound {fit.k_max:g}")
     if fit.k <= rules.k_min:
         out.append(f"k = {fit.k:.3g} at its bound 0")

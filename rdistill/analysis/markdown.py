@@ -130,8 +130,8 @@ def write_report(
     (exact, paper, 6nd, executed). ``queries`` are the serving volumes the total-cost frontier and plot
     are drawn for (default 1e3, 1e6, 1e9). ``bootstrap`` replicates with RNG seed ``seed`` give every
     interval, so a report is reproducible. ``rules`` say when a fit is degenerate; ``k_max`` bounds the
-    fits' bend k (the paper's 1; more lets a curve take off more steeply, and the report says so). The PNGs go beside
-    report.md and are linked relatively. Every file is written atomically; stale plots are removed.
+    fits' bend k (the paper's 1; more lets a curve take off more steeply, and the report says so). The
+    PNGs go beside report.md and are linked relatively. Every file is written atomically; stale plots are removed.
     """
     check_k_max(k_max)
     study = scan(study_dir, x=x)

@@ -17,6 +17,7 @@ from rdistill.analysis.fit import (
     N_PARAMETERS,
     PAPER_K_MAX,
     DegeneracyRules,
+    k_at_bound,
 )
 from rdistill.analysis.fits import FitResult
 from rdistill.analysis.pareto import EQUAL_FLOPS_RTOL, pareto_front
@@ -228,7 +229,7 @@ def section_fits(
             for f in done]))
         bad = sum(1 for f in done if f.degenerate)
         lines += ["", f"{len(done)} fits, {bad} of them degenerate."]
-        pinned = sum(1 for f in done if f.fit.k >= rules.k_max * f.fit.k_max)
+        pinned = sum(1 for f in done if k_at_bound(f.fit, rules))
         if pinned and k_max == PAPER_K_MAX:
             lines[-1] += (f" {pinned} have k at the paper's bound 1: their curves rise more steeply than its form "
                           "allows (10% to 90% of the rise within less than a 22-fold range of FLOPs); "

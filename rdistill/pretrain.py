@@ -36,6 +36,7 @@ from rdistill import distributed
 from rdistill.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 from rdistill.data.loading import write_pairs
 from rdistill.data.schema import PairedExample
+from rdistill.hooks import QuietHooks
 from rdistill.io import write_json_atomic
 
 CORPUS_VERSION = 1
@@ -143,8 +144,8 @@ def pretrained_student(cfg: RunConfig, tok, w: distributed.World, say: Callable[
     return final, record
 
 
-class _Progress:
-    """The pretraining's hooks (rdistill.run.RunHooks): a line at each quarter of its budget, nothing else."""
+class _Progress(QuietHooks):
+    """The pretraining's hooks: a line at each quarter of its budget, nothing else."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say, self.quarter = say, 1
@@ -153,6 +154,3 @@ class _Progress:
         if rec.budget_fraction >= self.quarter / 4:
             self.say(f"pretraining: {100 * rec.budget_fraction:.0f}% of its budget, step {rec.step}, loss {rec.loss:.4f}")
             self.quarter = int(rec.budget_fraction * 4) + 1
-
-    def __getattr__(self, name: str):  # arm_started, eval_*, arm_finished, message: nothing to show
-        return lambda *args, **kwargs: None

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -42,6 +41,7 @@ from rdistill.data.tokenize import encode_document
 from rdistill.environment import capture
 from rdistill.evaluate import Generation, generate_answers, summarise
 from rdistill.flops.ledger import FlopLedger, ModelShape
+from rdistill.hooks import QuietHooks, RunHooks
 from rdistill.io import JsonlAppender, write_json_atomic, write_text_atomic
 from rdistill.model import (
     PRESETS,
@@ -69,24 +69,6 @@ from rdistill.steps import ArmOutcome, StepRecord, document_cost
 from rdistill.train import train_arm
 
 Documents = list[tuple[np.ndarray, np.ndarray]]
-
-
-class RunHooks(Protocol):
-    def arm_started(self, arm: str, budget: float, unit: str) -> None: ...
-    def step(self, arm: str, rec: StepRecord, ledger: FlopLedger) -> None: ...
-    def eval_started(self, arm: str, n: int) -> None: ...
-    def eval_progress(self, arm: str, done: int) -> None: ...
-    def arm_finished(self, arm: str, result: ArmResult) -> None: ...
-    def message(self, text: str) -> None: ...
-
-
-class _Quiet:
-    def arm_started(self, arm, budget, unit): ...
-    def step(self, arm, rec, ledger): ...
-    def eval_started(self, arm, n): ...
-    def eval_progress(self, arm, done): ...
-    def arm_finished(self, arm, result): ...
-    def message(self, text): ...
 
 
 def _encode(tok, examples: list[PairedExample], field_name: str, system_prompt: str | None = None) -> Documents:
@@ -242,7 +224,7 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
     Under torchrun (``cfg.parallel``, rdistill.distributed) every rank calls this: each trains and
     evaluates its share; the main rank writes the run folder, the others write into a scratch folder
     (checkpoints go into the run folder from every rank: it must be on a filesystem they all see)."""
-    hooks = hooks or _Quiet()
+    hooks = hooks or QuietHooks()
     prep = cfg if isinstance(cfg, Prepared) else prepare(cfg, hooks.message)
     cfg, source = prep.cfg, prep.source
     w = distributed.world(cfg.parallel, "cuda" if torch.cuda.is_available() else "cpu")
@@ -255,7 +237,7 @@ def run(cfg: RunConfig | Prepared, hooks: RunHooks | None = None, *, resume: boo
                          "(--overwrite) instead of resuming")
     # the main rank writes the run folder; the others write what they would into a scratch folder
     out = run_out if w.is_main else Path(tempfile.mkdtemp(prefix=f"rdistill-rank{w.rank}-"))
-    hooks = hooks if w.is_main else _Quiet()
+    hooks = hooks if w.is_main else QuietHooks()
     student, pretrained = pretrained_student(cfg, prep.tok, w, hooks.message) if cfg.model.pretrain else (None, None)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())

@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from rdistill import distributed
-
 from rdistill.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from rdistill.data.tokenize import encode_document
 from rdistill.pretrain import copy_corpus, pretrain_key
-from rdistill.run import _ArmRunner, _Quiet, prepare, run
+from rdistill.hooks import QuietHooks
+from rdistill.run import _ArmRunner, prepare, run
 from rdistill.synthetic import builtin_tokenizer
 
 
@@ -82,8 +82,8 @@ def test_pretrain_refuses_a_checkpoint_and_negative_flops(tmp_path, monkeypatch)
         prepare(_cfg(tmp_path / "b", 1e11, name=str(tmp_path / "a" / "ift" / "model")))
 
 
-class _Messages(_Quiet):
-    """A run's hooks that keep its messages (the others stay quiet, as run's own _Quiet)."""
+class _Messages(QuietHooks):
+    """A run's hooks that keep its messages (the others stay quiet)."""
 
     def __init__(self, said: list[str]) -> None:
         self.said = said
